@@ -1,0 +1,321 @@
+// The one configuration schema. Every key has a doc, a default, a format and, where useful, an
+// environment variable. Key names are a public contract: users' files and scripts rely on them.
+import convict from 'convict';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { assertIdentifier } from './db/sql.js';
+
+function positiveInt(name: string, min: number) {
+  return {
+    name,
+    validate(value: unknown) {
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+        throw new Error(`must be an integer >= ${min}`);
+      }
+    },
+    coerce: (v: unknown) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v),
+  };
+}
+
+convict.addFormat(positiveInt('int>=1', 1));
+convict.addFormat(positiveInt('int>=0', 0));
+convict.addFormat({
+  name: 'identifier',
+  validate(value: unknown) {
+    assertIdentifier(String(value));
+  },
+});
+convict.addFormat({
+  name: 'postgres-url',
+  validate(value: unknown) {
+    if (value === '') return;
+    if (typeof value !== 'string' || !/^postgres(ql)?:\/\//.test(value)) {
+      throw new Error('must be a postgres:// or postgresql:// URL, or empty for the embedded database');
+    }
+    try {
+      new URL(value);
+    } catch {
+      throw new Error('is not a valid URL');
+    }
+  },
+});
+convict.addFormat({
+  name: 'queue-list',
+  validate(value: unknown) {
+    if (!Array.isArray(value) || value.length === 0) throw new Error('must be a non-empty list of queue names');
+    for (const q of value) {
+      if (typeof q !== 'string' || q.trim() === '' || q.length > 128) {
+        throw new Error(`has an invalid queue name ${JSON.stringify(q)} (non-empty, at most 128 characters)`);
+      }
+    }
+  },
+  coerce: (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()) : v),
+});
+convict.addParser([
+  { extension: ['yml', 'yaml'], parse: (text: string) => YAML.parse(text) },
+  { extension: 'json', parse: (text: string) => JSON.parse(text) },
+]);
+
+export const configSchema = {
+  database: {
+    url: {
+      doc: 'PostgreSQL connection URL. Empty: `sluice start` runs an embedded PostgreSQL in database.embeddedDir.',
+      format: 'postgres-url',
+      default: '',
+      env: 'DATABASE_URL',
+      sensitive: true,
+    },
+    poolSize: {
+      doc: 'Connections in the pool that claims, completes and serves handlers. The process holds at most poolSize + 1 (the listener).',
+      format: 'int>=1',
+      default: 4,
+      env: 'SLUICE_POOL_SIZE',
+    },
+    schema: {
+      doc: 'Schema that holds sluice tables and functions (a lowercase identifier).',
+      format: 'identifier',
+      default: 'sluice',
+      env: 'SLUICE_SCHEMA',
+    },
+    connectionTimeoutMs: {
+      doc: 'How long a borrow waits for a pool connection (or a connect attempt) before failing loudly.',
+      format: 'int>=1',
+      default: 10000,
+      env: 'SLUICE_CONNECTION_TIMEOUT_MS',
+    },
+    statementTimeoutMs: {
+      doc: 'Server-side statement_timeout on every pool connection (0 disables). Handlers may SET LOCAL their own.',
+      format: 'int>=0',
+      default: 60000,
+      env: 'SLUICE_STATEMENT_TIMEOUT_MS',
+    },
+    idleInTransactionTimeoutMs: {
+      doc: 'Server-side idle_in_transaction_session_timeout: a transaction left open is ended by the server.',
+      format: 'int>=0',
+      default: 60000,
+      env: 'SLUICE_IDLE_IN_TRANSACTION_TIMEOUT_MS',
+    },
+    embeddedDir: {
+      doc: 'Data folder of the embedded PostgreSQL used when database.url is empty; it survives restarts.',
+      format: String,
+      default: '.sluice/pgdata',
+      env: 'SLUICE_EMBEDDED_DIR',
+    },
+  },
+  worker: {
+    concurrency: {
+      doc: 'Jobs run at once (the mergeMap bound). May exceed database.poolSize: a running handler holds no connection.',
+      format: 'int>=1',
+      default: 10,
+      env: 'SLUICE_CONCURRENCY',
+    },
+    tasks: {
+      doc: 'Folder of task handler modules (one file per task, named after it), or one module exporting a map of tasks.',
+      format: String,
+      default: 'tasks',
+      env: 'SLUICE_TASKS',
+    },
+    queues: {
+      doc: 'Queues this worker takes jobs from (comma-separated in the environment).',
+      format: 'queue-list',
+      default: ['default'],
+      env: 'SLUICE_QUEUES',
+    },
+    shutdownGraceMs: {
+      doc: 'On SIGTERM, how long running jobs may finish before they are aborted and put back to queued.',
+      format: 'int>=0',
+      default: 25000,
+      env: 'SLUICE_SHUTDOWN_GRACE_MS',
+    },
+    rescueAfterMs: {
+      doc: 'A worker silent for this long is presumed dead; its running jobs are put back to queued.',
+      format: 'int>=1',
+      default: 15000,
+      env: 'SLUICE_RESCUE_AFTER_MS',
+    },
+    heartbeatMs: {
+      doc: 'How often the worker records that it is alive; keep it well under rescueAfterMs.',
+      format: 'int>=1',
+      default: 2000,
+      env: 'SLUICE_HEARTBEAT_MS',
+    },
+    pollMs: {
+      doc: 'Safety poll for work whose notification was missed. Notifications are the fast path.',
+      format: 'int>=1',
+      default: 5000,
+      env: 'SLUICE_POLL_MS',
+    },
+    jobTimeoutMs: {
+      doc: 'Default time limit of a job (0: none). A task module may export its own timeoutMs.',
+      format: 'int>=0',
+      default: 0,
+      env: 'SLUICE_JOB_TIMEOUT_MS',
+    },
+    retryBaseMs: {
+      doc: 'Backoff of the first retry; each retry doubles it (with jitter) up to retryMaxMs.',
+      format: 'int>=0',
+      default: 1000,
+      env: 'SLUICE_RETRY_BASE_MS',
+    },
+    retryMaxMs: {
+      doc: 'Longest backoff between two attempts.',
+      format: 'int>=0',
+      default: 3600000,
+      env: 'SLUICE_RETRY_MAX_MS',
+    },
+  },
+  http: {
+    enabled: {
+      doc: 'Serve /healthz, /readyz and /metrics.',
+      format: Boolean,
+      default: true,
+      env: 'SLUICE_HTTP_ENABLED',
+    },
+    host: {
+      doc: 'Address the HTTP server binds to (0.0.0.0 in a container).',
+      format: String,
+      default: '127.0.0.1',
+      env: 'SLUICE_HTTP_HOST',
+    },
+    port: {
+      doc: 'Port of the HTTP server (0 picks a free one).',
+      format: 'port',
+      default: 8787,
+      env: 'SLUICE_HTTP_PORT',
+    },
+  },
+  log: {
+    level: {
+      doc: 'Least severe level logged.',
+      format: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'],
+      default: 'info',
+      env: 'SLUICE_LOG_LEVEL',
+    },
+    format: {
+      doc: 'json, pretty, or auto (pretty when stdout is a terminal).',
+      format: ['auto', 'json', 'pretty'],
+      default: 'auto',
+      env: 'SLUICE_LOG_FORMAT',
+    },
+  },
+};
+
+export interface SluiceConfig {
+  database: {
+    url: string;
+    poolSize: number;
+    schema: string;
+    connectionTimeoutMs: number;
+    statementTimeoutMs: number;
+    idleInTransactionTimeoutMs: number;
+    embeddedDir: string;
+  };
+  worker: {
+    concurrency: number;
+    tasks: string;
+    queues: string[];
+    shutdownGraceMs: number;
+    rescueAfterMs: number;
+    heartbeatMs: number;
+    pollMs: number;
+    jobTimeoutMs: number;
+    retryBaseMs: number;
+    retryMaxMs: number;
+  };
+  http: { enabled: boolean; host: string; port: number };
+  log: { level: string; format: 'auto' | 'json' | 'pretty' };
+}
+
+/** Any subset of the config, as a file or an API caller gives it. */
+export type ConfigInput = { [K in keyof SluiceConfig]?: Partial<SluiceConfig[K]> };
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export interface LoadOptions {
+  /** Config file (YAML or JSON); defaults to $SLUICE_CONFIG. */
+  file?: string;
+  /** Values that win over file and environment (command-line flags, API callers). */
+  overrides?: ConfigInput;
+  env?: NodeJS.ProcessEnv;
+}
+
+export function loadConfig(opts: LoadOptions = {}): SluiceConfig {
+  const env = opts.env ?? process.env;
+  const conf = convict(configSchema, { env: env as Record<string, string>, args: [] });
+  const file = opts.file ?? env.SLUICE_CONFIG;
+  const where = file ? ` in ${file}` : '';
+  if (file) {
+    if (!existsSync(file)) throw new ConfigError(`config file ${file} does not exist`);
+    const ext = path.extname(file).toLowerCase();
+    if (!['.yml', '.yaml', '.json'].includes(ext)) {
+      throw new ConfigError(`config file ${file} must end in .yaml, .yml or .json`);
+    }
+    let parsed: unknown;
+    try {
+      const text = readFileSync(file, 'utf8');
+      parsed = ext === '.json' ? JSON.parse(text) : YAML.parse(text);
+    } catch (err) {
+      throw new ConfigError(`config file ${file} cannot be parsed: ${(err as Error).message}`);
+    }
+    if (parsed !== null && parsed !== undefined) {
+      if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+        throw new ConfigError(`config file ${file} must hold a mapping of sections (database, worker, http, log)`);
+      }
+      conf.load(parsed as object);
+      reapplyEnv(conf, env);
+    }
+  }
+  if (opts.overrides) conf.load(opts.overrides);
+  try {
+    conf.validate({ allowed: 'strict' });
+  } catch (err) {
+    throw new ConfigError(`invalid configuration${where}:\n${describeErrors((err as Error).message)}`);
+  }
+  return conf.getProperties() as SluiceConfig;
+}
+
+// convict lets a loaded file win over the environment; the documented order is file < env < flags.
+function reapplyEnv(conf: { set(name: never, value: never): unknown }, env: NodeJS.ProcessEnv): void {
+  const walk = (node: Record<string, unknown>, prefix: string) => {
+    for (const [key, spec] of Object.entries(node)) {
+      const name = prefix ? `${prefix}.${key}` : key;
+      const s = spec as { env?: string; default?: unknown };
+      if (s && typeof s === 'object' && 'default' in s) {
+        if (s.env && env[s.env] !== undefined) conf.set(name as never, env[s.env] as never);
+      } else {
+        walk(spec as Record<string, unknown>, name);
+      }
+    }
+  };
+  walk(configSchema as unknown as Record<string, unknown>, '');
+}
+
+function describeErrors(message: string): string {
+  return message
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((line) => {
+      const undeclared = /configuration param '([^']+)' not declared in the schema/.exec(line);
+      if (undeclared) return `  - ${undeclared[1]}: unknown key (see config/sluice.example.yaml for the keys)`;
+      // convict: "worker.concurrency: must be an integer >= 1: value was -1"
+      return `  - ${line.replace(/: value was (.*)$/, (_m, v: string) => `: got ${redactValue(v)}`)}`;
+    })
+    .join('\n');
+}
+
+function redactValue(v: string): string {
+  return v.replace(/(postgres(?:ql)?:\/\/[^:/@\s"]*:)[^@\s"]*@/g, '$1***@');
+}
+
+/** The URL with its password replaced, for logs and `config check`. */
+export function redactUrl(url: string): string {
+  return redactValue(url);
+}
+
+/** The effective config with every secret replaced; safe to print. */
+export function redactedConfig(config: SluiceConfig): SluiceConfig {
+  return { ...config, database: { ...config.database, url: redactUrl(config.database.url) } };
+}

@@ -1,0 +1,124 @@
+// The one bounded pool. Every borrow goes through withClient, which returns the client in a
+// finally: destroyed when it broke, returned otherwise. Nothing else calls pool.connect().
+import pg from 'pg';
+import type { SluiceConfig } from '../config.js';
+import type { Logger } from '../log.js';
+
+export interface PoolOptions {
+  url: string;
+  max: number;
+  connectionTimeoutMs: number;
+  statementTimeoutMs: number;
+  idleInTransactionTimeoutMs: number;
+  /** application_name, so operators can count sluice connections in pg_stat_activity. */
+  applicationName: string;
+}
+
+export function poolOptions(config: SluiceConfig, applicationName = 'sluice'): PoolOptions {
+  return {
+    url: config.database.url,
+    max: config.database.poolSize,
+    connectionTimeoutMs: config.database.connectionTimeoutMs,
+    statementTimeoutMs: config.database.statementTimeoutMs,
+    idleInTransactionTimeoutMs: config.database.idleInTransactionTimeoutMs,
+    applicationName,
+  };
+}
+
+export function createPool(opts: PoolOptions, log: Logger): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: opts.url,
+    max: opts.max,
+    connectionTimeoutMillis: opts.connectionTimeoutMs,
+    idleTimeoutMillis: 30_000,
+    keepAlive: true,
+    application_name: opts.applicationName,
+    statement_timeout: opts.statementTimeoutMs || undefined,
+    idle_in_transaction_session_timeout: opts.idleInTransactionTimeoutMs || undefined,
+  });
+  // Without these listeners pg crashes the process when a backend is killed.
+  pool.on('error', (err) => log.warn({ err: errorSummary(err) }, 'idle database connection failed; it was dropped'));
+  pool.on('connect', (client) => {
+    client.on('error', (err) => log.warn({ err: errorSummary(err) }, 'database connection failed'));
+  });
+  return pool;
+}
+
+/** Borrows a client for one step and always gives it back; a client that failed is destroyed. */
+export async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    return await fn(client);
+  } catch (err) {
+    if (isConnectionBroken(err)) broken = err as Error;
+    throw err;
+  } finally {
+    client.release(broken);
+  }
+}
+
+/** Runs fn in a transaction on one borrowed client; commits when fn resolves, rolls back when it throws. */
+export async function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return withClient(pool, async (client) => {
+    await client.query('BEGIN');
+    let result: T;
+    try {
+      result = await fn(client);
+    } catch (err) {
+      try {
+        await client.query('ROLLBACK');
+      } catch (rollbackErr) {
+        // a client that cannot roll back still holds the transaction: it must not go back to the pool
+        throw brokenConnection(rollbackErr as Error, err as Error);
+      }
+      throw err;
+    }
+    await client.query('COMMIT');
+    return result;
+  });
+}
+
+const BROKEN = Symbol('sluice.brokenConnection');
+
+function brokenConnection(cause: Error, original: Error): Error {
+  Object.defineProperty(original, BROKEN, { value: cause });
+  return original;
+}
+
+/**
+ * True when the client must be destroyed rather than reused: the socket failed, the server ended
+ * the session, or a query timed out client-side (the server may still be running it).
+ */
+export function isConnectionBroken(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if ((err as unknown as Record<symbol, unknown>)[BROKEN]) return true;
+  const code = (err as { code?: string }).code;
+  if (code && /^(08|57P0[1-3]|53300)/.test(code)) return true;
+  if (code && ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'ENOTCONN'].includes(code)) return true;
+  return /Connection terminated|Query read timeout|connection is closed|Client has encountered a connection error/i.test(
+    err.message,
+  );
+}
+
+/** An error reduced to what is safe and useful in a log line (no connection strings). */
+export function errorSummary(err: unknown): { message: string; code?: string } {
+  if (err instanceof Error) {
+    const code = (err as { code?: string }).code;
+    return { message: err.message.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*:)[^@\s]*@/g, '$1***@'), ...(code ? { code } : {}) };
+  }
+  return { message: String(err) };
+}
+
+/** Ends the pool, bounded: pool.end() waits forever while a client is checked out. */
+export async function endPool(pool: pg.Pool, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  try {
+    return await Promise.race([pool.end().then(() => true, () => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,87 @@
+// SQL lives in sql/ files. The only text ever spliced into it is the schema name, after it has
+// been checked to be a plain lowercase identifier; every other value travels as a parameter.
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** Folder of the sql/ files; the same relative place from src/db and from dist/db. */
+export const sqlDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'sql');
+
+const IDENTIFIER = /^[a-z_][a-z0-9_]{0,47}$/;
+
+export function assertIdentifier(name: string): string {
+  if (!IDENTIFIER.test(name)) {
+    throw new Error(
+      `${JSON.stringify(name)} is not a valid schema name: use 1-48 lowercase letters, digits and _, not starting with a digit`,
+    );
+  }
+  return name;
+}
+
+/** NOTIFY channel of a schema's jobs table; the SQL side names it the same way. */
+export function channelFor(schema: string): string {
+  return `${assertIdentifier(schema)}_jobs`;
+}
+
+/**
+ * Fills the psql-style placeholders of a sql/ file: `:"schema"` becomes the quoted identifier and
+ * `:'schema'` / `:'channel'` string literals.
+ */
+export function renderSql(text: string, schema: string): string {
+  assertIdentifier(schema);
+  return text
+    .replaceAll(':"schema"', `"${schema}"`)
+    .replaceAll(":'schema'", `'${schema}'`)
+    .replaceAll(":'channel'", `'${channelFor(schema)}'`);
+}
+
+export function readSqlFile(relative: string, schema: string): string {
+  return renderSql(readFileSync(path.join(sqlDir, relative), 'utf8'), schema);
+}
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+/** sql/migrations/NNNN_name.sql, in version order. */
+export function loadMigrations(schema: string): Migration[] {
+  return readdirSync(path.join(sqlDir, 'migrations'))
+    .filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f))
+    .sort()
+    .map((f) => ({
+      version: Number(f.slice(0, 4)),
+      name: f.slice(5, -4),
+      sql: readSqlFile(path.join('migrations', f), schema),
+    }));
+}
+
+export const queryNames = [
+  'claim_jobs',
+  'complete_jobs',
+  'fail_jobs',
+  'release_jobs',
+  'heartbeat',
+  'register_worker',
+  'deregister_worker',
+  'rescue_jobs',
+  'running_cancelled',
+] as const;
+export type QueryName = (typeof queryNames)[number];
+
+/** Named queries: pg prepares each once per connection under a schema-qualified name. */
+export type Queries = Record<QueryName, { name: string; text: string }>;
+
+const cache = new Map<string, Queries>();
+
+export function loadQueries(schema: string): Queries {
+  let q = cache.get(schema);
+  if (!q) {
+    q = Object.fromEntries(
+      queryNames.map((n) => [n, { name: `${schema}.${n}`, text: readSqlFile(path.join('queries', `${n}.sql`), schema) }]),
+    ) as Queries;
+    cache.set(schema, q);
+  }
+  return q;
+}

@@ -1,0 +1,164 @@
+// The producer API: addJob and addJobs, thin over the SQL functions add_job and add_jobs so that
+// TypeScript and any other client enqueue exactly the same way.
+import type pg from 'pg';
+import { assertIdentifier } from '../db/sql.js';
+
+export interface JobSpec {
+  task: string;
+  /** A JSON object; it is handed to the handler as its first argument. */
+  payload?: Record<string, unknown>;
+  queue?: string;
+  /** When the job may start; now when omitted. */
+  runAt?: Date | string;
+  /** Lower runs first; 0 or more. */
+  priority?: number;
+  maxAttempts?: number;
+  /** At most one unfinished job per key: adding a duplicate returns the holder's id. */
+  jobKey?: string;
+}
+
+export interface Queryable {
+  query: pg.Pool['query'];
+}
+
+export class InvalidJobError extends Error {
+  override name = 'InvalidJobError';
+}
+
+/** Enqueues one job; resolves to its id (or the id of the unfinished job holding its key). */
+export async function addJob(db: Queryable, job: JobSpec, schema = 'sluice'): Promise<string> {
+  const row = toRow(job, undefined);
+  assertIdentifier(schema);
+  const res = await translate(() =>
+    db.query(`SELECT "${schema}".add_job($1, $2::jsonb, $3, $4, $5, $6, $7) AS id`, [
+      row.task,
+      JSON.stringify(row.payload),
+      row.queue,
+      row.run_at,
+      row.priority,
+      row.max_attempts,
+      row.job_key,
+    ]),
+  );
+  return String(res.rows[0].id);
+}
+
+/** Enqueues many jobs in one round trip; ids come back in input order. */
+export async function addJobs(db: Queryable, jobs: JobSpec[], schema = 'sluice'): Promise<string[]> {
+  if (!Array.isArray(jobs)) throw new InvalidJobError('addJobs expects an array of jobs');
+  assertIdentifier(schema);
+  if (jobs.length === 0) return [];
+  const rows = jobs.map((j, i) => toRow(j, i + 1));
+  const res = await translate(() => db.query(`SELECT "${schema}".add_jobs($1::jsonb) AS ids`, [JSON.stringify(rows)]));
+  return (res.rows[0].ids as (string | number)[]).map(String);
+}
+
+interface Row {
+  task: string;
+  payload: Record<string, unknown>;
+  queue: string | null;
+  run_at: string | null;
+  priority: number | null;
+  max_attempts: number | null;
+  job_key: string | null;
+}
+
+function toRow(job: JobSpec, position: number | undefined): Row {
+  const at = position === undefined ? '' : ` (job ${position} of the batch)`;
+  const fail = (msg: string): never => {
+    throw new InvalidJobError(`${msg}${at}`);
+  };
+  if (job === null || typeof job !== 'object') fail('a job must be an object with at least a task');
+  if (typeof job.task !== 'string' || job.task.trim() === '') fail('task must be a non-empty name');
+  if (job.task.length > 128) fail('task name is longer than 128 characters');
+  const payload = job.payload ?? {};
+  if (typeof payload !== 'object' || Array.isArray(payload)) {
+    fail(`payload must be a JSON object, got ${Array.isArray(payload) ? 'an array' : typeof payload}`);
+  }
+  const problem = jsonProblem(payload, 'payload', new Set());
+  if (problem) fail(problem);
+  if (job.queue !== undefined && (typeof job.queue !== 'string' || job.queue === '' || job.queue.length > 128)) {
+    fail('queue must be a non-empty name of at most 128 characters');
+  }
+  let runAt: string | null = null;
+  if (job.runAt !== undefined) {
+    const d = job.runAt instanceof Date ? job.runAt : new Date(job.runAt);
+    if (Number.isNaN(d.getTime())) fail(`runAt is not a valid date: ${String(job.runAt)}`);
+    runAt = d.toISOString();
+  }
+  if (job.priority !== undefined && (!Number.isInteger(job.priority) || job.priority < 0 || job.priority > 2 ** 31 - 1)) {
+    fail(`priority must be an integer 0 or more (lower runs first), got ${String(job.priority)}`);
+  }
+  if (job.maxAttempts !== undefined && (!Number.isInteger(job.maxAttempts) || job.maxAttempts < 1 || job.maxAttempts > 2 ** 31 - 1)) {
+    fail(`maxAttempts must be an integer of at least 1, got ${String(job.maxAttempts)}`);
+  }
+  if (job.jobKey !== undefined && job.jobKey !== null && (typeof job.jobKey !== 'string' || job.jobKey === '')) {
+    fail('jobKey must be a non-empty string');
+  }
+  return {
+    task: job.task,
+    payload,
+    queue: job.queue ?? null,
+    run_at: runAt,
+    priority: job.priority ?? null,
+    max_attempts: job.maxAttempts ?? null,
+    job_key: job.jobKey ?? null,
+  };
+}
+
+/** Why a value would not survive JSON unchanged, or undefined when it would. */
+function jsonProblem(value: unknown, where: string, seen: Set<object>): string | undefined {
+  switch (typeof value) {
+    case 'string':
+      return value.includes('\u0000') ? `${where} contains a NUL character, which PostgreSQL jsonb cannot store` : undefined;
+    case 'number':
+      return Number.isFinite(value) ? undefined : `${where} is ${value}, which JSON cannot represent`;
+    case 'boolean':
+      return undefined;
+    case 'bigint':
+    case 'function':
+    case 'symbol':
+      return `${where} is a ${typeof value}, which is not JSON`;
+    case 'undefined':
+      return `${where} is undefined, which is not JSON`;
+  }
+  if (value === null) return undefined;
+  const obj = value as object;
+  if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') return undefined;
+  if (seen.has(obj)) return `${where} refers back to itself (a circular structure is not JSON)`;
+  seen.add(obj);
+  try {
+    if (Array.isArray(obj)) {
+      for (let i = 0; i < obj.length; i++) {
+        const p = jsonProblem(obj[i], `${where}[${i}]`, seen);
+        if (p) return p;
+      }
+      return undefined;
+    }
+    const proto = Object.getPrototypeOf(obj);
+    if (proto !== Object.prototype && proto !== null) {
+      return `${where} is a ${proto?.constructor?.name ?? 'non-plain'} object, not plain JSON`;
+    }
+    for (const [k, v] of Object.entries(obj)) {
+      if (v === undefined) continue;
+      const p = jsonProblem(v, `${where}.${k}`, seen);
+      if (p) return p;
+    }
+    return undefined;
+  } finally {
+    seen.delete(obj);
+  }
+}
+
+async function translate<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    const e = err as { code?: string; message: string };
+    if (e.code === '22023' && e.message.startsWith('sluice: ')) throw new InvalidJobError(e.message.slice(8));
+    if (e.code === '42883' || e.code === '3F000') {
+      throw new Error(`sluice is not installed in this database (${e.message}): run "sluice migrate"`);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,167 @@
+import { expect } from 'chai';
+import pg from 'pg';
+import { migrate } from '../src/migrate.js';
+import { addJob, addJobs, InvalidJobError } from '../src/jobs/enqueue.js';
+import { createTestDatabase, waitFor } from './support/db.js';
+
+async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('enqueueing', () => {
+  let url: string;
+  let pool: pg.Pool;
+  let listener: pg.Client;
+  const notes: string[] = [];
+
+  before(async () => {
+    url = await createTestDatabase();
+    pool = new pg.Pool({ connectionString: url, max: 3 });
+    await migrate(pool, 'sluice');
+    listener = new pg.Client({ connectionString: url });
+    await listener.connect();
+    listener.on('notification', (n) => notes.push(n.payload ?? ''));
+    await listener.query('LISTEN sluice_jobs');
+  });
+  after(async () => {
+    await listener.end();
+    await pool.end();
+  });
+
+  /** Notifications caused by fn, read up to a marker sent after fn committed. */
+  async function notificationsOf(fn: () => Promise<unknown>): Promise<unknown[]> {
+    notes.length = 0;
+    await fn();
+    const marker = `marker-${Math.random()}`;
+    await pool.query('SELECT pg_notify($1, $2)', ['sluice_jobs', marker]);
+    await waitFor('the marker notification', () => notes.includes(marker));
+    return notes.filter((n) => n !== marker).map((n) => JSON.parse(n));
+  }
+
+  it('add_job works from any SQL client with only the task named, and notifies its queue', async () => {
+    const notes = await notificationsOf(async () => {
+      const r = await pool.query("SELECT sluice.add_job('hello') AS id");
+      expect(Number(r.rows[0].id)).to.be.greaterThan(0);
+      const job = await pool.query('SELECT * FROM sluice.jobs WHERE id = $1', [r.rows[0].id]);
+      expect(job.rows[0]).to.include({ task: 'hello', queue: 'default', status: 'queued', priority: 0, attempts: 0, max_attempts: 25 });
+      expect(job.rows[0].payload).to.deep.equal({});
+    });
+    expect(notes).to.have.length(1);
+    expect(notes[0]).to.have.property('queue', 'default');
+  });
+
+  it('fires one NOTIFY per statement and queue, however many rows it inserts', async () => {
+    const notes = await notificationsOf(() =>
+      pool.query("INSERT INTO sluice.jobs (task, queue) SELECT 'n', CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END FROM generate_series(1, 1000) g"),
+    );
+    expect(notes.map((n) => (n as { queue: string }).queue).sort()).to.deep.equal(['a', 'b']);
+  });
+
+  it('names the earliest run_at of a delayed insert in the notification', async () => {
+    const at = new Date(Date.now() + 60_000);
+    const notes = await notificationsOf(() => addJob(pool, { task: 'later', queue: 'delayed', runAt: at }));
+    expect(notes).to.have.length(1);
+    expect(new Date((notes[0] as { runAt: string }).runAt).getTime()).to.equal(at.getTime());
+  });
+
+  it('keeps one unfinished job per job_key, and allows a new one once it finished', async () => {
+    const a = await addJob(pool, { task: 'k', jobKey: 'user-1' });
+    const b = await addJob(pool, { task: 'k', jobKey: 'user-1', payload: { other: true } });
+    expect(b).to.equal(a);
+    const sqlId = (await pool.query("SELECT sluice.add_job('k', job_key => 'user-1') AS id")).rows[0].id;
+    expect(String(sqlId)).to.equal(a);
+    await pool.query("UPDATE sluice.jobs SET status = 'completed', finished_at = now() WHERE id = $1", [a]);
+    const c = await addJob(pool, { task: 'k', jobKey: 'user-1' });
+    expect(c).to.not.equal(a);
+    const [d, e, f] = await addJobs(pool, [
+      { task: 'k', jobKey: 'user-1' },
+      { task: 'k', jobKey: 'user-2' },
+      { task: 'k', jobKey: 'user-2' },
+    ]);
+    expect(d).to.equal(c);
+    expect(f).to.equal(e);
+    const n = await pool.query("SELECT count(*)::int AS n FROM sluice.jobs WHERE job_key = 'user-2'");
+    expect(n.rows[0].n).to.equal(1);
+  });
+
+  it('adds 10,000 jobs in one call, ids in input order, with one notification', async () => {
+    const jobs = Array.from({ length: 10_000 }, (_, i) => ({ task: 'bulk', queue: 'bulk', payload: { i } }));
+    let ids: string[] = [];
+    const notes = await notificationsOf(async () => {
+      ids = await addJobs(pool, jobs);
+    });
+    expect(ids).to.have.length(10_000);
+    expect(notes).to.have.length(1);
+    const rows = await pool.query("SELECT id, payload FROM sluice.jobs WHERE queue = 'bulk' ORDER BY id");
+    expect(rows.rows).to.have.length(10_000);
+    const byId = new Map(rows.rows.map((r) => [String(r.id), r.payload.i]));
+    ids.forEach((id, i) => expect(byId.get(id)).to.equal(i));
+  });
+
+  it('accepts every add_job argument from SQL, by name', async () => {
+    const r = await pool.query(
+      "SELECT sluice.add_job('t', '{\"a\":1}', queue => 'q2', run_at => now() + interval '1 hour', priority => 5, max_attempts => 3) AS id",
+    );
+    const job = (await pool.query('SELECT * FROM sluice.jobs WHERE id = $1', [r.rows[0].id])).rows[0];
+    expect(job).to.include({ queue: 'q2', priority: 5, max_attempts: 3 });
+    expect(job.run_at.getTime()).to.be.greaterThan(Date.now() + 50 * 60_000);
+  });
+
+  describe('bad input gets a clear error and adds nothing', () => {
+    let before: number;
+    const count = async () => Number((await pool.query('SELECT count(*) AS n FROM sluice.jobs')).rows[0].n);
+    beforeEach(async () => {
+      before = await count();
+    });
+    afterEach(async () => {
+      expect(await count()).to.equal(before);
+    });
+
+    const sqlCases: [string, string, RegExp][] = [
+      ['empty task', "SELECT sluice.add_job('')", /task must be a non-empty name/],
+      ['NULL task', 'SELECT sluice.add_job(NULL)', /task must be a non-empty name/],
+      ['max_attempts below 1', "SELECT sluice.add_job('t', max_attempts => 0)", /max_attempts must be at least 1, got 0/],
+      ['negative priority', "SELECT sluice.add_job('t', priority => -1)", /priority must be 0 or more.*got -1/],
+      ['payload not an object', "SELECT sluice.add_job('t', '[1,2]')", /payload must be a JSON object, got array/],
+      ['payload not JSON', "SELECT sluice.add_job('t', '{nope')", /invalid input syntax for type json/],
+      ['bulk: not an array', "SELECT sluice.add_jobs('{}')", /add_jobs expects a JSON array of jobs, got object/],
+      ['bulk: a bad job names its place', `SELECT sluice.add_jobs('[{"task":"a"},{"task":""}]')`, /task must be a non-empty name \(job 2 of the batch\)/],
+      ['bulk: element not an object', `SELECT sluice.add_jobs('[{"task":"a"}, 3]')`, /job 2 of the batch is not a JSON object/],
+      ['insert bypassing add_job: NULL task', 'INSERT INTO sluice.jobs (task) VALUES (NULL)', /null value in column "task"/],
+      ['insert bypassing add_job: payload not an object', `INSERT INTO sluice.jobs (task, payload) VALUES ('t', '"s"')`, /jobs_payload_is_object/],
+      ['insert bypassing add_job: negative priority', "INSERT INTO sluice.jobs (task, priority) VALUES ('t', -3)", /jobs_priority_valid/],
+    ];
+    for (const [name, sql, message] of sqlCases) {
+      it(`SQL: ${name}`, async () => {
+        const err = await rejection(pool.query(sql));
+        expect(err.message).to.match(message);
+      });
+    }
+
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    const apiCases: [string, () => Promise<unknown>, RegExp][] = [
+      ['empty task', () => addJob(pool, { task: ' ' }), /task must be a non-empty name/],
+      ['max_attempts below 1', () => addJob(pool, { task: 't', maxAttempts: 0 }), /maxAttempts must be an integer of at least 1, got 0/],
+      ['payload an array', () => addJob(pool, { task: 't', payload: [1] as never }), /payload must be a JSON object, got an array/],
+      ['payload circular', () => addJob(pool, { task: 't', payload: circular }), /payload.self refers back to itself/],
+      ['payload with NaN', () => addJob(pool, { task: 't', payload: { n: NaN } }), /payload.n is NaN/],
+      ['payload with a bigint', () => addJob(pool, { task: 't', payload: { n: 1n } }), /payload.n is a bigint/],
+      ['payload with a function', () => addJob(pool, { task: 't', payload: { f: () => 1 } }), /payload.f is a function/],
+      ['bad runAt', () => addJob(pool, { task: 't', runAt: 'tomorrow-ish' }), /runAt is not a valid date/],
+      ['bulk: the bad job is named', () => addJobs(pool, [{ task: 'a' }, { task: 'b', priority: -1 }]), /priority must be .*\(job 2 of the batch\)/],
+    ];
+    for (const [name, call, message] of apiCases) {
+      it(`API: ${name}`, async () => {
+        const err = await rejection(call());
+        expect(err).to.be.instanceOf(InvalidJobError);
+        expect(err.message).to.match(message);
+      });
+    }
+  });
+});

@@ -1,0 +1,11 @@
+// Mocha global fixtures: one PostgreSQL for the run (a throwaway embedded cluster, or the server
+// named by SLUICE_TEST_DATABASE_URL), and cleanup of everything the tests started.
+import { startSharedServer, stopAll } from './db.js';
+
+export async function mochaGlobalSetup(): Promise<void> {
+  await startSharedServer();
+}
+
+export async function mochaGlobalTeardown(): Promise<void> {
+  await stopAll();
+}
