@@ -34,13 +34,16 @@ describe('enqueueing', () => {
   });
 
   /** Notifications caused by fn, read up to a marker sent after fn committed. */
-  async function notificationsOf(fn: () => Promise<unknown>): Promise<unknown[]> {
-    notes.length = 0;
-    await fn();
+  async function drainNotifications(): Promise<string[]> {
     const marker = `marker-${Math.random()}`;
     await pool.query('SELECT pg_notify($1, $2)', ['sluice_jobs', marker]);
     await waitFor('the marker notification', () => notes.includes(marker));
-    return notes.filter((n) => n !== marker).map((n) => JSON.parse(n));
+    return notes.splice(0).filter((n) => n !== marker);
+  }
+  async function notificationsOf(fn: () => Promise<unknown>): Promise<unknown[]> {
+    await drainNotifications();
+    await fn();
+    return (await drainNotifications()).map((n) => JSON.parse(n));
   }
 
   it('add_job works from any SQL client with only the task named, and notifies its queue', async () => {
@@ -96,7 +99,7 @@ describe('enqueueing', () => {
       ids = await addJobs(pool, jobs);
     });
     expect(ids).to.have.length(10_000);
-    expect(notes).to.have.length(1);
+    expect(notes, JSON.stringify(notes)).to.have.length(1);
     const rows = await pool.query("SELECT id, payload FROM sluice.jobs WHERE queue = 'bulk' ORDER BY id");
     expect(rows.rows).to.have.length(10_000);
     const byId = new Map(rows.rows.map((r) => [String(r.id), r.payload.i]));

@@ -84,6 +84,17 @@ CREATE TRIGGER jobs_notify_update AFTER UPDATE ON :"schema".jobs
   REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
   FOR EACH STATEMENT EXECUTE FUNCTION :"schema".notify_runnable_jobs();
 
+-- The job's error history with one more entry, keeping the 10 most recent.
+CREATE FUNCTION :"schema".append_error(errors jsonb, attempt integer, error text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT coalesce(jsonb_agg(e ORDER BY n), '[]') FROM (
+    SELECT e, n FROM jsonb_array_elements(
+      errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', now(), 'error', error))
+    ) WITH ORDINALITY AS x(e, n)
+    ORDER BY n DESC LIMIT 10
+  ) last
+$$;
+
 -- Clear errors for bad input, raised before anything is written. `batch_index` names the job in a
 -- bulk call (NULL for a single one).
 CREATE FUNCTION :"schema".check_job(task text, payload jsonb, queue text, priority integer,

@@ -66,7 +66,7 @@ export const queryNames = [
   'register_worker',
   'deregister_worker',
   'rescue_jobs',
-  'running_cancelled',
+  'lost_jobs',
 ] as const;
 export type QueryName = (typeof queryNames)[number];
 

@@ -1,0 +1,23 @@
+-- Take up to $2 runnable jobs of the queues $1 for worker $3: highest priority (lowest number)
+-- first, then oldest run_at, then id. Each claim gets a new fencing token.
+-- One index scan per queue (LATERAL): `queue = ANY (...)` would sort every queued row instead.
+WITH next AS (
+  SELECT c.id
+  FROM unnest($1::text[]) AS q(name)
+  CROSS JOIN LATERAL (
+    SELECT id, priority, run_at FROM :"schema".jobs
+    WHERE status = 'queued' AND queue = q.name AND run_at <= now()
+    ORDER BY priority, run_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+  ) c
+  ORDER BY c.priority, c.run_at, c.id
+  LIMIT $2
+)
+UPDATE :"schema".jobs j
+SET status = 'running', attempts = j.attempts + 1, locked_by = $3, locked_at = now(), started_at = now(),
+    lock_token = nextval(':"schema".lock_tokens')
+FROM next
+WHERE j.id = next.id
+RETURNING j.id, j.queue, j.task, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.lock_token,
+          j.job_key, j.created_at

@@ -1,0 +1,121 @@
+// Writing outcomes. Outcomes that arrive together are written together: one statement per kind
+// per flush, on one short borrow. A flush starts as soon as the previous one ends, so a lone job
+// is never held back waiting for a batch, and a busy worker batches by itself.
+import type pg from 'pg';
+import { errorSummary, withClient } from '../db/pool.js';
+import type { Queries } from '../db/sql.js';
+import type { Logger } from '../log.js';
+import type { ClaimedJob } from './claim.js';
+
+export type Written =
+  | { applied: true; status: 'completed' | 'queued' | 'failed' }
+  /** The job was cancelled, rescued or re-claimed meanwhile: the write was refused (fencing). */
+  | { applied: false };
+
+interface Pending {
+  job: ClaimedJob;
+  /** JSON text of one element of the statement's array parameter. */
+  json: string;
+  kind: 'complete' | 'fail';
+  resolve: (w: Written) => void;
+}
+
+export class Completer {
+  private pending: Pending[] = [];
+  private flushing: Promise<void> | undefined;
+  private failures = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly queries: Queries,
+    private readonly log: Logger,
+  ) {}
+
+  /** `resultJson` is the result already serialised (undefined: no result). */
+  complete(job: ClaimedJob, resultJson: string | undefined): Promise<Written> {
+    const json = `{"id":${job.id},"token":${job.token},"result":${resultJson ?? 'null'}}`;
+    return this.enqueue(job, 'complete', json);
+  }
+
+  fail(job: ClaimedJob, error: string, retry: boolean, delayMs: number): Promise<Written> {
+    const json = JSON.stringify({ id: job.id, token: job.token, error, retry, delay_ms: Math.round(delayMs) });
+    return this.enqueue(job, 'fail', json);
+  }
+
+  get queued(): number {
+    return this.pending.length;
+  }
+
+  /** Writes what is pending, then refuses nothing but stops retrying failed flushes after `deadline`. */
+  async drain(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((this.pending.length || this.flushing) && Date.now() < deadline) {
+      await (this.flushing ?? new Promise((r) => setTimeout(r, 20)));
+    }
+    this.stopped = true;
+    if (this.pending.length) {
+      this.log.warn({ jobs: this.pending.map((p) => p.job.id) }, 'outcomes not written before shutdown; these jobs will be rescued and run again');
+    }
+  }
+
+  private enqueue(job: ClaimedJob, kind: Pending['kind'], json: string): Promise<Written> {
+    return new Promise((resolve) => {
+      this.pending.push({ job, json, kind, resolve });
+      if (!this.flushing) this.flushing = this.flushLoop();
+    });
+  }
+
+  private async flushLoop(): Promise<void> {
+    // let outcomes of the same tick join the first batch
+    await new Promise((r) => setImmediate(r));
+    while (this.pending.length && !this.stopped) {
+      const batch = this.pending;
+      this.pending = [];
+      try {
+        await this.write(batch);
+        this.failures = 0;
+      } catch (err) {
+        this.pending = batch.concat(this.pending);
+        this.failures++;
+        const delay = Math.min(5000, 100 * 2 ** Math.min(this.failures, 6)) * (0.5 + Math.random() / 2);
+        this.log.warn({ err: errorSummary(err), jobs: batch.length, retryInMs: Math.round(delay) }, 'writing job outcomes failed; retrying');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+    this.flushing = undefined;
+  }
+
+  private async write(batch: Pending[]): Promise<void> {
+    const completes = batch.filter((p) => p.kind === 'complete');
+    const fails = batch.filter((p) => p.kind === 'fail');
+    const { completed, failed } = await withClient(this.pool, async (client) => {
+      const completed = completes.length
+        ? await client.query({ ...this.queries.complete_jobs, values: [`[${completes.map((p) => p.json).join(',')}]`] })
+        : undefined;
+      const failed = fails.length
+        ? await client.query({ ...this.queries.fail_jobs, values: [`[${fails.map((p) => p.json).join(',')}]`] })
+        : undefined;
+      return { completed, failed };
+    });
+    const done = new Set((completed?.rows ?? []).map((r) => String(r.id)));
+    for (const p of completes) p.resolve(done.has(p.job.id) ? { applied: true, status: 'completed' } : { applied: false });
+    const statusById = new Map((failed?.rows ?? []).map((r) => [String(r.id), r.status as 'queued' | 'failed']));
+    for (const p of fails) {
+      const status = statusById.get(p.job.id);
+      p.resolve(status ? { applied: true, status } : { applied: false });
+    }
+  }
+}
+
+/** Completes one job inside the caller's transaction (transactional completion). */
+export async function completeInTransaction(
+  client: pg.PoolClient,
+  queries: Queries,
+  job: ClaimedJob,
+  resultJson: string | undefined,
+): Promise<boolean> {
+  const json = `[{"id":${job.id},"token":${job.token},"result":${resultJson ?? 'null'}}]`;
+  const res = await client.query({ ...queries.complete_jobs, values: [json] });
+  return res.rowCount === 1;
+}

@@ -1,0 +1,246 @@
+// Running one claimed job: its handler with a context, a time limit and an AbortSignal, then its
+// outcome written. The slot stays taken until the handler has really settled, so a handler that
+// ignores its signal cannot push the worker past its concurrency.
+import type pg from 'pg';
+import { transaction, withClient } from '../db/pool.js';
+import type { Queries } from '../db/sql.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { PermanentError, type JobContext, type TaskDefinition } from '../tasks.js';
+import type { ClaimedJob } from './claim.js';
+import { completeInTransaction, type Completer } from './complete.js';
+
+export type AbortCause = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
+
+/** The reason an aborted job's signal carries. */
+export class JobAbortedError extends Error {
+  override name = 'JobAbortedError';
+  constructor(readonly reason: AbortCause, message: string) {
+    super(message);
+  }
+}
+
+export interface ExecuteDeps {
+  pool: pg.Pool;
+  queries: Queries;
+  completer: Completer;
+  tasks: Map<string, TaskDefinition>;
+  defaultTimeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** After an abort, how long a handler may take to settle before it is reported stuck. */
+  stuckAfterMs: number;
+  log: Logger;
+  metrics: Metrics;
+}
+
+/** A job while this worker runs it; the worker aborts it through `abort`. */
+export class RunningJob {
+  readonly controller = new AbortController();
+  abortedBy: AbortCause | undefined;
+  private onAbort: ((cause: AbortCause) => void) | undefined;
+
+  constructor(readonly job: ClaimedJob) {}
+
+  abort(cause: AbortCause, message: string): void {
+    if (this.abortedBy) return;
+    this.abortedBy = cause;
+    this.controller.abort(new JobAbortedError(cause, message));
+    this.onAbort?.(cause);
+  }
+
+  whenAborted(fn: (cause: AbortCause) => void): void {
+    this.onAbort = fn;
+  }
+}
+
+const MAX_ERROR_CHARS = 8000;
+
+export function describeError(err: unknown): string {
+  let text: string;
+  if (err instanceof Error) text = err.stack && err.stack.includes(err.message) ? err.stack : `${err.name}: ${err.message}\n${err.stack ?? ''}`;
+  else {
+    try {
+      text = `non-Error thrown: ${JSON.stringify(err)}`;
+    } catch {
+      text = `non-Error thrown: ${String(err)}`;
+    }
+  }
+  return text.length > MAX_ERROR_CHARS ? `${text.slice(0, MAX_ERROR_CHARS)}… [truncated ${text.length - MAX_ERROR_CHARS} chars]` : text;
+}
+
+/** Exponential backoff with jitter: half to all of base * 2^(attempt-1), at most max. */
+export function retryDelayMs(attempt: number, baseMs: number, maxMs: number): number {
+  const exp = Math.min(maxMs, baseMs * 2 ** Math.min(attempt - 1, 40));
+  return exp / 2 + (Math.random() * exp) / 2;
+}
+
+type Outcome =
+  | { kind: 'completed'; resultJson: string | undefined }
+  | { kind: 'completed-in-transaction' }
+  | { kind: 'failed'; error: string; retry: boolean }
+  /** Released (shutdown), cancelled or lost: nothing to write. */
+  | { kind: 'abandoned' };
+
+export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promise<void> {
+  const { job } = running;
+  const log = deps.log.child({ jobId: job.id, task: job.task, queue: job.queue, attempt: job.attempt });
+  const labels = { queue: job.queue, task: job.task };
+  const def = deps.tasks.get(job.task);
+  const started = performance.now();
+  deps.metrics.jobStarted(labels, Date.now() - job.runAt.getTime());
+  log.debug('job started');
+
+  let settled: Promise<unknown> = Promise.resolve();
+  let outcome: Outcome;
+  if (!def) {
+    const known = [...deps.tasks.keys()].sort().join(', ') || 'none';
+    outcome = { kind: 'failed', retry: false, error: `unknown task "${job.task}": this worker has no handler for it (known tasks: ${known})` };
+  } else {
+    let completedInTx = false;
+    const ctx: JobContext = {
+      job: {
+        id: job.id,
+        task: job.task,
+        queue: job.queue,
+        attempt: job.attempt,
+        maxAttempts: job.maxAttempts,
+        priority: job.priority,
+        runAt: job.runAt,
+        createdAt: job.createdAt,
+        jobKey: job.jobKey,
+      },
+      signal: running.controller.signal,
+      log,
+      db: {
+        query: (text, params) => deps.pool.query(text, params as unknown[]),
+        withClient: (fn) => withClient(deps.pool, fn),
+        transaction: (fn) => transaction(deps.pool, fn),
+      },
+      completeInTransaction: (fn) =>
+        transaction(deps.pool, async (client) => {
+          const result = await fn(client);
+          if (!(await completeInTransaction(client, deps.queries, job, serializeResult(result)))) {
+            throw new JobAbortedError('lost', `job ${job.id} is no longer held by this worker (cancelled or rescued); its transaction was rolled back`);
+          }
+          completedInTx = true;
+          return result;
+        }),
+    };
+
+    const handlerDone = (async () => def.handler(job.payload, ctx))();
+    settled = handlerDone.then(() => undefined, () => undefined);
+    const timeoutMs = def.timeoutMs ?? deps.defaultTimeoutMs;
+    const timer = timeoutMs > 0 ? setTimeout(() => running.abort('timeout', `job timed out after ${timeoutMs} ms`), timeoutMs) : undefined;
+    const aborted = new Promise<Outcome>((resolve) => {
+      running.whenAborted((cause) => {
+        if (cause === 'timeout') resolve({ kind: 'failed', retry: true, error: `JobTimeoutError: job timed out after ${timeoutMs} ms` });
+        else resolve({ kind: 'abandoned' });
+      });
+    });
+    const finished = handlerDone.then(
+      (result): Outcome => {
+        if (completedInTx) return { kind: 'completed-in-transaction' };
+        try {
+          return { kind: 'completed', resultJson: serializeResult(result) };
+        } catch (err) {
+          return { kind: 'failed', retry: false, error: `the handler's result is not JSON: ${(err as Error).message}` };
+        }
+      },
+      (err): Outcome =>
+        running.abortedBy && running.abortedBy !== 'timeout'
+          ? { kind: 'abandoned' }
+          : { kind: 'failed', retry: !(err instanceof PermanentError), error: describeError(err) },
+    );
+    try {
+      outcome = await Promise.race([finished, aborted]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  await writeOutcome(running, outcome, deps, log, labels, (performance.now() - started) / 1000);
+
+  if (running.abortedBy) await waitForStuckHandler(settled, running, deps, log, labels);
+}
+
+async function writeOutcome(
+  running: RunningJob,
+  outcome: Outcome,
+  deps: ExecuteDeps,
+  log: Logger,
+  labels: { queue: string; task: string },
+  seconds: number,
+): Promise<void> {
+  const { job } = running;
+  switch (outcome.kind) {
+    case 'abandoned':
+      log.debug({ reason: running.abortedBy }, 'job abandoned');
+      if (running.abortedBy === 'cancelled') deps.metrics.jobCancelled(labels);
+      return;
+    case 'completed-in-transaction':
+      deps.metrics.jobCompleted(labels, seconds);
+      log.debug('job completed in its own transaction');
+      return;
+    case 'completed': {
+      const w = await deps.completer.complete(job, outcome.resultJson);
+      if (w.applied) {
+        deps.metrics.jobCompleted(labels, seconds);
+        log.debug('job completed');
+      } else {
+        deps.metrics.writeFenced(labels);
+        log.warn('job finished but is no longer held by this worker (cancelled or rescued meanwhile); its result was not written');
+      }
+      return;
+    }
+    case 'failed': {
+      const delay = retryDelayMs(job.attempt, deps.retryBaseMs, deps.retryMaxMs);
+      const w = await deps.completer.fail(job, outcome.error, outcome.retry, delay);
+      if (!w.applied) {
+        deps.metrics.writeFenced(labels);
+        log.warn('job failed but is no longer held by this worker (cancelled or rescued meanwhile); the failure was not written');
+      } else if (w.status === 'queued') {
+        deps.metrics.jobRetried(labels, seconds);
+        log.warn({ error: firstLine(outcome.error), retryInMs: Math.round(delay) }, 'job failed; will retry');
+      } else {
+        deps.metrics.jobFailed(labels, seconds);
+        log.error({ error: firstLine(outcome.error), permanent: !outcome.retry }, 'job failed for good');
+      }
+    }
+  }
+}
+
+async function waitForStuckHandler(
+  settled: Promise<unknown>,
+  running: RunningJob,
+  deps: ExecuteDeps,
+  log: Logger,
+  labels: { queue: string; task: string },
+): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise<'stuck'>((resolve) => {
+    timer = setTimeout(() => resolve('stuck'), deps.stuckAfterMs);
+  });
+  const first = await Promise.race([settled, stuck]);
+  clearTimeout(timer);
+  if (first === 'stuck') {
+    deps.metrics.handlerStuck(labels, 1);
+    log.warn({ reason: running.abortedBy }, `handler ignores its AbortSignal: still running ${deps.stuckAfterMs} ms after the abort; it keeps its slot`);
+    await settled;
+    deps.metrics.handlerStuck(labels, -1);
+    log.info('stuck handler finally settled; its slot is free');
+  }
+}
+
+function serializeResult(result: unknown): string | undefined {
+  if (result === undefined) return undefined;
+  const text = JSON.stringify(result);
+  if (text === undefined) throw new Error(`a ${typeof result} cannot be stored`);
+  if (text.includes('\\u0000')) throw new Error('it contains a NUL character, which PostgreSQL jsonb cannot store');
+  return text;
+}
+
+function firstLine(text: string): string {
+  const i = text.indexOf('\n');
+  return i < 0 ? text : text.slice(0, i);
+}

@@ -1,0 +1,223 @@
+import { expect } from 'chai';
+import pg from 'pg';
+import { PermanentError, type JobContext } from '../src/tasks.js';
+import { createTestDatabase, waitFor } from './support/db.js';
+import { gate, migrated, startWorker, statusCounts, stopWorkers } from './support/worker.js';
+
+describe('worker', function () {
+  let url: string;
+  let pool: pg.Pool;
+
+  before(async () => {
+    url = await createTestDatabase();
+    pool = await migrated(url);
+  });
+  afterEach(async () => {
+    await stopWorkers();
+    await pool.query('TRUNCATE sluice.jobs, sluice.workers');
+  });
+  after(() => pool.end());
+
+  const job = async (id: string) => (await pool.query('SELECT * FROM sluice.jobs WHERE id = $1', [id])).rows[0];
+
+  it('runs a job and writes the handler result back to the job', async () => {
+    const seen: unknown[] = [];
+    const w = await startWorker(url, {
+      greet: async (payload: { name: string }, ctx: JobContext) => {
+        seen.push({ payload, job: ctx.job });
+        return { greeting: `hello ${payload.name}` };
+      },
+    });
+    const id = await w.addJob({ task: 'greet', payload: { name: 'world' }, queue: 'default' });
+    await waitFor('the job to complete', async () => (await job(id)).status === 'completed');
+    const row = await job(id);
+    expect(row.result).to.deep.equal({ greeting: 'hello world' });
+    expect(row.attempts).to.equal(1);
+    expect(row.finished_at).to.be.instanceOf(Date);
+    expect(seen[0]).to.deep.include({ payload: { name: 'world' } });
+    expect((seen[0] as { job: JobContext['job'] }).job).to.include({ id, task: 'greet', queue: 'default', attempt: 1, maxAttempts: 25 });
+  });
+
+  it('retries a throwing handler with growing backoff, then fails it with the error recorded', async () => {
+    const starts: number[] = [];
+    const w = await startWorker(url, {
+      flaky: async () => {
+        starts.push(Date.now());
+        throw new Error(`attempt ${starts.length} broke`);
+      },
+    }, { worker: { retryBaseMs: 200 } });
+    const id = await w.addJob({ task: 'flaky', maxAttempts: 3 });
+    await waitFor('the job to fail for good', async () => (await job(id)).status === 'failed', 20_000);
+    const row = await job(id);
+    expect(row.attempts).to.equal(3);
+    expect(row.last_error).to.match(/^Error: attempt 3 broke\n\s+at /);
+    expect(row.errors.map((e: { attempt: number }) => e.attempt)).to.deep.equal([1, 2, 3]);
+    expect(starts).to.have.length(3);
+    // backoff is half to all of 200 ms, then of 400 ms
+    expect(starts[1]! - starts[0]!).to.be.at.least(100);
+    expect(starts[2]! - starts[1]!).to.be.at.least(200);
+  });
+
+  it('does not retry a PermanentError, and keeps the error readable', async () => {
+    const w = await startWorker(url, { bad: async () => { throw new PermanentError('payload names no user'); } });
+    const id = await w.addJob({ task: 'bad' });
+    await waitFor('the job to fail', async () => (await job(id)).status === 'failed');
+    expect((await job(id)).attempts).to.equal(1);
+    expect((await job(id)).last_error).to.match(/^PermanentError: payload names no user/);
+  });
+
+  it('fails a job of an unknown task with a clear error and keeps working', async () => {
+    const w = await startWorker(url, { known: async () => 'ok' });
+    const unknown = await w.addJob({ task: 'missing_task' });
+    const known = await w.addJob({ task: 'known' });
+    await waitFor('both jobs to finish', async () => (await job(unknown)).status === 'failed' && (await job(known)).status === 'completed');
+    expect((await job(unknown)).last_error).to.equal('unknown task "missing_task": this worker has no handler for it (known tasks: known)');
+    expect((await job(unknown)).attempts).to.equal(1);
+  });
+
+  it('fails a result that is not JSON instead of crashing, and survives odd throws', async () => {
+    const w = await startWorker(url, {
+      circular: async () => {
+        const o: Record<string, unknown> = {};
+        o.o = o;
+        return o;
+      },
+      throwsString: async () => {
+        throw 'just a string';
+      },
+    });
+    const a = await w.addJob({ task: 'circular' });
+    const b = await w.addJob({ task: 'throwsString', maxAttempts: 1 });
+    await waitFor('both to fail', async () => (await job(a)).status === 'failed' && (await job(b)).status === 'failed');
+    expect((await job(a)).last_error).to.match(/result is not JSON/);
+    expect((await job(b)).last_error).to.equal('non-Error thrown: "just a string"');
+  });
+
+  it('reaches N concurrent handlers from one statement that inserts 1,000 jobs (one NOTIFY)', async () => {
+    let running = 0;
+    let peak = 0;
+    const w = await startWorker(url, {
+      slow: async () => {
+        running++;
+        peak = Math.max(peak, running);
+        await new Promise((r) => setTimeout(r, 20));
+        running--;
+      },
+    }, { worker: { concurrency: 8 } });
+    await pool.query("INSERT INTO sluice.jobs (task) SELECT 'slow' FROM generate_series(1, 1000)");
+    await waitFor('1,000 jobs to complete', async () => (await statusCounts(pool)).completed === 1000, 60_000);
+    expect(peak).to.equal(8);
+    expect(w.stats().buffered).to.equal(0);
+  });
+
+  it('starts a delayed job at its run_at through a timer, not the safety poll', async () => {
+    let startedAt = 0;
+    const w = await startWorker(url, { later: async () => { startedAt = Date.now(); } }, { worker: { pollMs: 600_000 } });
+    const runAt = new Date(Date.now() + 1500);
+    const id = await w.addJob({ task: 'later', runAt });
+    await waitFor('the delayed job to complete', async () => (await job(id)).status === 'completed', 20_000);
+    // the server and this process share a clock here; the claim requires run_at <= now()
+    expect(startedAt).to.be.at.least(runAt.getTime() - 5);
+  });
+
+  it('starts a job added while every slot is busy as soon as a slot frees (no lost wake-up)', async () => {
+    const g = gate();
+    const w = await startWorker(url, {
+      block: async () => g.wait,
+      quick: async () => 'done',
+    }, { worker: { concurrency: 2, pollMs: 600_000 } });
+    await w.addJobs([{ task: 'block' }, { task: 'block' }]);
+    await waitFor('both slots busy', () => w.stats().inFlight === 2);
+    const id = await w.addJob({ task: 'quick' });
+    g.open();
+    await waitFor('the job added while busy to run', async () => (await job(id)).status === 'completed', 10_000);
+  });
+
+  it('keeps mergeMap unbuffered through a storm of 100,000 notifications while all slots are busy', async () => {
+    const g = gate();
+    const w = await startWorker(url, { block: async () => g.wait }, { worker: { concurrency: 3, pollMs: 600_000 } });
+    await w.addJobs([{ task: 'block' }, { task: 'block' }, { task: 'block' }, { task: 'block' }]);
+    await waitFor('all slots busy', () => w.stats().inFlight === 3);
+    let peakBuffered = 0;
+    const sampler = setInterval(() => (peakBuffered = Math.max(peakBuffered, w.stats().buffered)), 1);
+    await pool.query(
+      "SELECT pg_notify('sluice_jobs', json_build_object('queue', 'default', 'n', g)::text) FROM generate_series(1, 100000) g",
+    );
+    const received = () => Number(w.metrics.registry.getSingleMetric('sluice_notifications_total')?.get().then ? 0 : 0);
+    void received;
+    await waitFor('the storm to be received', async () => {
+      const m = await w.metrics.registry.getSingleMetric('sluice_notifications_total')!.get();
+      return m.values[0]!.value >= 100_000;
+    }, 60_000);
+    clearInterval(sampler);
+    expect(peakBuffered).to.equal(0);
+    expect(w.stats().inFlight).to.equal(3);
+    g.open();
+    await waitFor('all four jobs to complete', async () => (await statusCounts(pool)).completed === 4);
+  });
+
+  it('commits handler writes and completion together, or rolls both back', async () => {
+    await pool.query('CREATE TABLE IF NOT EXISTS public.outputs (job_id bigint PRIMARY KEY, value text)');
+    const w = await startWorker(url, {
+      write: async (p: { fail?: boolean }, ctx: JobContext) =>
+        ctx.completeInTransaction(async (tx) => {
+          await tx.query('INSERT INTO public.outputs VALUES ($1, $2)', [ctx.job.id, 'written']);
+          if (p.fail) throw new Error('failed after writing');
+          return { wrote: 1 };
+        }),
+    });
+    const ok = await w.addJob({ task: 'write' });
+    const bad = await w.addJob({ task: 'write', payload: { fail: true }, maxAttempts: 1 });
+    await waitFor('both to finish', async () => (await job(ok)).status === 'completed' && (await job(bad)).status === 'failed');
+    expect((await job(ok)).result).to.deep.equal({ wrote: 1 });
+    const outputs = await pool.query('SELECT job_id::text AS id FROM public.outputs');
+    expect(outputs.rows.map((r) => r.id)).to.deep.equal([ok]);
+  });
+
+  it('gives handlers ctx.db on the same bounded pool', async () => {
+    const w = await startWorker(url, {
+      count: async (_p: unknown, ctx: JobContext) => {
+        const a = await ctx.db.query<{ n: number }>('SELECT 1 + 1 AS n');
+        const b = await ctx.db.withClient(async (c) => (await c.query('SELECT current_setting($1) AS v', ['application_name'])).rows[0].v);
+        const c = await ctx.db.transaction(async (tx) => (await tx.query('SELECT 3 AS n')).rows[0].n);
+        return { a: a.rows[0]!.n, b, c };
+      },
+    }, { database: { poolSize: 2 }, worker: { concurrency: 6 } });
+    const ids = await w.addJobs(Array.from({ length: 30 }, () => ({ task: 'count' })));
+    await waitFor('all to complete', async () => (await statusCounts(pool)).completed === 30);
+    expect((await job(ids[0]!)).result).to.deep.equal({ a: 2, b: 'sluice', c: 3 });
+  });
+
+  describe('graceful shutdown', () => {
+    it('lets running jobs finish within the grace period', async () => {
+      const w = await startWorker(url, { work: async () => { await new Promise((r) => setTimeout(r, 300)); return 'finished'; } }, { worker: { shutdownGraceMs: 10_000 } });
+      const id = await w.addJob({ task: 'work' });
+      await waitFor('the job to start', () => w.stats().inFlight === 1);
+      await w.stop();
+      expect((await job(id)).status).to.equal('completed');
+    });
+
+    it('aborts what outlives the grace period and puts it back without spending an attempt', async () => {
+      let abortedWith: unknown;
+      const w = await startWorker(url, {
+        forever: (_p: unknown, ctx: JobContext) =>
+          new Promise((_resolve, reject) => {
+            ctx.signal.addEventListener('abort', () => {
+              abortedWith = ctx.signal.reason;
+              reject(ctx.signal.reason);
+            });
+          }),
+      }, { worker: { shutdownGraceMs: 200 } });
+      const id = await w.addJob({ task: 'forever' });
+      await waitFor('the job to start', () => w.stats().inFlight === 1);
+      await w.stop();
+      const row = await job(id);
+      expect(row.status).to.equal('queued');
+      expect(row.attempts).to.equal(0);
+      expect((abortedWith as { reason: string }).reason).to.equal('shutdown');
+      expect(await statusCounts(pool)).to.not.have.property('running');
+      const workers = await pool.query('SELECT count(*)::int AS n FROM sluice.workers');
+      expect(workers.rows[0].n).to.equal(0);
+    });
+  });
+});
