@@ -98,7 +98,8 @@ export class Worker {
     const { config, log } = this;
     if (!config.database.url) throw new Error('database.url is not set (DATABASE_URL, a config file, or the embedded database via `sluice start`)');
     const tasks = this.opts.tasks ? normalizeTasks(this.opts.tasks, 'tasks option') : await loadTasks(config.worker.tasks);
-    const pool = createPool(poolOptions(config, 'sluice'), log);
+    // application_name names the worker so operators can count its connections per process
+    const pool = createPool(poolOptions(config, `sluice ${this.identity.id}`.slice(0, 63)), log);
     this.pool = pool;
     try {
       await this.checkSchema(pool);
@@ -112,7 +113,7 @@ export class Worker {
     const listener = new Listener({
       url: config.database.url,
       channel: channelFor(config.database.schema),
-      applicationName: 'sluice-listener',
+      applicationName: `sluice-listener ${this.identity.id}`.slice(0, 63),
       connectTimeoutMs: config.database.connectionTimeoutMs,
       checkIntervalMs: 5000,
       checkTimeoutMs: 5000,

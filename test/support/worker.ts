@@ -4,17 +4,18 @@ import { Worker } from '../../src/worker.js';
 import type { ConfigInput } from '../../src/config.js';
 import type { TaskList } from '../../src/tasks.js';
 import { migrate } from '../../src/migrate.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger, type Logger } from '../../src/log.js';
 
 const started = new Set<Worker>();
 
-export async function migrated(url: string): Promise<pg.Pool> {
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
+export async function migrated(url: string, max = 4): Promise<pg.Pool> {
+  const pool = new pg.Pool({ connectionString: url, max });
+  pool.on('error', () => undefined);
   await migrate(pool, 'sluice');
   return pool;
 }
 
-export async function startWorker(url: string, tasks: TaskList, config: ConfigInput = {}): Promise<Worker> {
+export async function startWorker(url: string, tasks: TaskList, config: ConfigInput = {}, logger?: Logger): Promise<Worker> {
   const worker = new Worker({
     config: {
       ...config,
@@ -24,7 +25,7 @@ export async function startWorker(url: string, tasks: TaskList, config: ConfigIn
       log: { level: process.env.SLUICE_TEST_LOG ?? 'silent', format: 'json', ...config.log },
     },
     tasks,
-    logger: createLogger({ level: process.env.SLUICE_TEST_LOG ?? 'silent', format: 'json' }),
+    logger: logger ?? createLogger({ level: process.env.SLUICE_TEST_LOG ?? 'silent', format: 'json' }),
   });
   await worker.start();
   started.add(worker);
