@@ -96,6 +96,24 @@ export const configSchema = {
       default: 60000,
       env: 'SLUICE_IDLE_IN_TRANSACTION_TIMEOUT_MS',
     },
+    retryOnStartup: {
+      doc: 'At start, keep retrying (with backoff) while the database is unreachable or not migrated yet; false: fail at once.',
+      format: Boolean,
+      default: true,
+      env: 'SLUICE_RETRY_ON_STARTUP',
+    },
+    strictBudget: {
+      doc: "Refuse to start when poolSize + 1 does not fit in the server's free connections (otherwise warn).",
+      format: Boolean,
+      default: false,
+      env: 'SLUICE_STRICT_BUDGET',
+    },
+    listenerCheckMs: {
+      doc: 'How often the LISTEN connection proves itself with a ping through NOTIFY; a ping unanswered this long replaces it.',
+      format: 'int>=1',
+      default: 5000,
+      env: 'SLUICE_LISTENER_CHECK_MS',
+    },
     embeddedDir: {
       doc: 'Data folder of the embedded PostgreSQL used when database.url is empty; it survives restarts.',
       format: String,
@@ -209,6 +227,9 @@ export interface SluiceConfig {
     connectionTimeoutMs: number;
     statementTimeoutMs: number;
     idleInTransactionTimeoutMs: number;
+    retryOnStartup: boolean;
+    strictBudget: boolean;
+    listenerCheckMs: number;
     embeddedDir: string;
   };
   worker: {

@@ -102,8 +102,8 @@ export class Worker {
     const pool = createPool(poolOptions(config, `sluice ${this.identity.id}`.slice(0, 63)), log);
     this.pool = pool;
     try {
-      await this.checkSchema(pool);
-      await registerWorker(pool, this.queries, this.identity);
+      await this.prepareDatabase(pool);
+      if (this.stopping) throw new Error('the worker was stopped while starting');
     } catch (err) {
       await endPool(pool, 1000);
       this.state = 'stopped';
@@ -115,8 +115,8 @@ export class Worker {
       channel: channelFor(config.database.schema),
       applicationName: `sluice-listener ${this.identity.id}`.slice(0, 63),
       connectTimeoutMs: config.database.connectionTimeoutMs,
-      checkIntervalMs: 5000,
-      checkTimeoutMs: 5000,
+      checkIntervalMs: config.database.listenerCheckMs,
+      checkTimeoutMs: config.database.listenerCheckMs,
       log: log.child({ part: 'listener' }),
     });
     this.listener = listener;
@@ -164,7 +164,15 @@ export class Worker {
       },
       log,
     });
-    this.rescuer = new Rescuer({ pool, queries: this.queries, rescueAfterMs: config.worker.rescueAfterMs, log, metrics: this.metrics });
+    const heartbeat = this.heartbeat;
+    this.rescuer = new Rescuer({
+      pool,
+      queries: this.queries,
+      rescueAfterMs: config.worker.rescueAfterMs,
+      healthySince: () => heartbeat.healthySince,
+      log,
+      metrics: this.metrics,
+    });
     this.metrics.attach({
       inFlight: () => pipeline.inFlight,
       pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
@@ -202,6 +210,7 @@ export class Worker {
     );
 
     await listener.start();
+    if (this.stopping) return;
     this.heartbeat.start();
     this.rescuer.start();
     pipeline.start(wakeups);
@@ -221,8 +230,9 @@ export class Worker {
     return this.stopping;
   }
 
+  /** Running, listening, and the database answered the last heartbeat in time. */
   get ready(): boolean {
-    return this.state === 'running' && (this.listener?.connected ?? false);
+    return this.state === 'running' && (this.listener?.connected ?? false) && (this.heartbeat?.healthy ?? false);
   }
 
   /** Jobs running now and claimed jobs waiting for a slot (always 0). */
@@ -243,8 +253,9 @@ export class Worker {
   }
 
   private async doStop(): Promise<void> {
-    if (this.state === 'new' || this.state === 'stopped') {
-      this.state = 'stopped';
+    if (this.state === 'new' || this.state === 'stopped' || !this.pipeline) {
+      // not started, or still starting: start() sees `stopping` and gives up
+      if (this.state !== 'starting') this.state = 'stopped';
       return;
     }
     this.state = 'stopping';
@@ -297,6 +308,26 @@ export class Worker {
       await executeJob(running, deps);
     } finally {
       this.running.delete(job.id);
+    }
+  }
+
+  /** Schema check and registration; with database.retryOnStartup, retried until they succeed. */
+  private async prepareDatabase(pool: pg.Pool): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.checkSchema(pool);
+        await registerWorker(pool, this.queries, this.identity);
+        return;
+      } catch (err) {
+        if (!this.config.database.retryOnStartup || this.stopping) throw err;
+        const delay = Math.random() * Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
+        const u = new URL(this.config.database.url);
+        this.log.warn(
+          { err: errorSummary(err), database: `${u.hostname}:${u.port || 5432}${u.pathname}`, retryInMs: Math.round(delay) },
+          'cannot start yet: database unreachable or not ready; retrying',
+        );
+        await new Promise((r) => setTimeout(r, delay));
+      }
     }
   }
 

@@ -34,6 +34,8 @@ export function createPool(opts: PoolOptions, log: Logger): pg.Pool {
     keepAlive: true,
     application_name: opts.applicationName,
     statement_timeout: opts.statementTimeoutMs || undefined,
+    // the server cancels at statement_timeout; past that a silent link is dead: drop it
+    query_timeout: opts.statementTimeoutMs ? opts.statementTimeoutMs + 5000 : undefined,
     idle_in_transaction_session_timeout: opts.idleInTransactionTimeoutMs || undefined,
   });
   // Without these listeners pg crashes the process when a backend is killed.

@@ -62,6 +62,7 @@ export const queryNames = [
   'complete_jobs',
   'fail_jobs',
   'release_jobs',
+  'release_orphans',
   'heartbeat',
   'register_worker',
   'deregister_worker',

@@ -121,6 +121,8 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
         transaction(deps.pool, async (client) => {
           const result = await fn(client);
           if (!(await completeInTransaction(client, deps.queries, job, serializeResult(result)))) {
+            deps.metrics.writeFenced(labels);
+            log.warn('job is no longer held by this worker (cancelled or rescued meanwhile); its transaction was rolled back');
             throw new JobAbortedError('lost', `job ${job.id} is no longer held by this worker (cancelled or rescued); its transaction was rolled back`);
           }
           completedInTx = true;
@@ -175,8 +177,14 @@ async function writeOutcome(
   const { job } = running;
   switch (outcome.kind) {
     case 'abandoned':
-      log.debug({ reason: running.abortedBy }, 'job abandoned');
-      if (running.abortedBy === 'cancelled') deps.metrics.jobCancelled(labels);
+      if (running.abortedBy === 'cancelled') {
+        deps.metrics.jobCancelled(labels);
+        log.info('job cancelled; its handler was aborted');
+      } else if (running.abortedBy === 'lost') {
+        log.warn('job is no longer held by this worker (rescued or re-claimed elsewhere); its handler was aborted and its outcome discarded');
+      } else {
+        log.debug({ reason: running.abortedBy }, 'job abandoned');
+      }
       return;
     case 'completed-in-transaction':
       deps.metrics.jobCompleted(labels, seconds);

@@ -39,11 +39,15 @@ export async function deregisterWorker(pool: pg.Pool, queries: Queries, id: stri
 }
 
 const MAX_CLOCK_SAMPLE_RTT_MS = 10;
+/** A claim older than this that the worker does not know of was lost in transit. */
+const ORPHAN_AFTER_MS = 10_000;
 
 export class Heartbeat {
   /** Database clock minus local clock, in ms. */
   clockOffsetMs = 0;
   lastBeatAt = 0;
+  /** Start of the current run of successful heartbeats (0 while failing). */
+  healthySince = 0;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private running: Promise<void> | undefined;
@@ -52,6 +56,11 @@ export class Heartbeat {
 
   start(): void {
     this.schedule(0);
+  }
+
+  /** The database answered a heartbeat within the last three intervals. */
+  get healthy(): boolean {
+    return Date.now() - this.lastBeatAt <= 3 * this.opts.intervalMs;
   }
 
   async stop(): Promise<void> {
@@ -74,22 +83,28 @@ export class Heartbeat {
     const { pool, queries, identity, log } = this.opts;
     try {
       const held = this.opts.held();
-      const { alive, lost } = await withClient(pool, async (c) => {
+      const { alive, lost, orphans } = await withClient(pool, async (c) => {
         const t0 = Date.now();
         const hb = await c.query({ ...queries.heartbeat, values: [identity.id] });
         const t1 = Date.now();
         // a slow round trip makes a poor clock sample: keep the last good one
         if (hb.rows[0] && t1 - t0 <= MAX_CLOCK_SAMPLE_RTT_MS) this.clockOffsetMs = Number(hb.rows[0].db_ms) - (t0 + t1) / 2;
         const lostRows = held.ids.length ? (await c.query({ ...queries.lost_jobs, values: [held.ids, held.tokens] })).rows : [];
-        return { alive: hb.rowCount === 1, lost: lostRows };
+        const orphans = await c.query({ ...queries.release_orphans, values: [identity.id, held.ids, ORPHAN_AFTER_MS] });
+        return { alive: hb.rowCount === 1, lost: lostRows, orphans: orphans.rows };
       });
+      if (orphans.length) {
+        log.warn({ jobs: orphans.map((r) => String(r.id)) }, 'claims whose answer was lost with a connection were put back to queued');
+      }
       if (!alive) {
         log.warn('this worker was presumed dead (no heartbeat in time) and its jobs were rescued; registering again');
         await registerWorker(pool, queries, identity);
       }
       this.lastBeatAt = Date.now();
+      if (!this.healthySince) this.healthySince = this.lastBeatAt;
       if (lost.length) this.opts.onLost(lost.map((r) => ({ id: String(r.id), status: r.status ?? null })));
     } catch (err) {
+      this.healthySince = 0;
       log.warn({ err: errorSummary(err) }, 'heartbeat failed');
     }
   }

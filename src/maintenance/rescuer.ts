@@ -11,6 +11,12 @@ export interface RescuerOptions {
   queries: Queries;
   /** A job is rescued at most this long after its worker's last heartbeat. */
   rescueAfterMs: number;
+  /**
+   * Since when this worker's own heartbeats have succeeded without a break. Only a worker that has
+   * been watching for as long as the dead-after window may judge others dead: after a database
+   * outage every worker's heartbeat is stale, and none of them is dead.
+   */
+  healthySince(): number;
   log: Logger;
   metrics: Metrics;
 }
@@ -44,6 +50,8 @@ export class Rescuer {
   /** One rescue pass; returns the jobs it put back or failed. */
   async rescueNow(): Promise<{ id: string; status: string }[]> {
     const { pool, queries, log, metrics } = this.opts;
+    const since = this.opts.healthySince();
+    if (!since || Date.now() - since < this.timing.deadAfterMs) return [];
     const res = await withClient(pool, (c) => c.query({ ...queries.rescue_jobs, values: [this.timing.deadAfterMs] }));
     for (const r of res.rows) {
       metrics.jobRescued({ queue: r.queue, task: r.task });
