@@ -23,16 +23,27 @@ export function channelFor(schema: string): string {
   return `${assertIdentifier(schema)}_jobs`;
 }
 
+/** Names a schema's sql/ files may refer to; each is a checked identifier. */
+function sqlNames(schema: string): Record<string, string> {
+  assertIdentifier(schema);
+  return {
+    schema,
+    channel: channelFor(schema),
+    producer_role: `${schema}_producer`,
+    worker_role: `${schema}_worker`,
+  };
+}
+
 /**
- * Fills the psql-style placeholders of a sql/ file: `:"schema"` becomes the quoted identifier and
- * `:'schema'` / `:'channel'` string literals.
+ * Fills the psql-style placeholders of a sql/ file: `:"name"` becomes a quoted identifier and
+ * `:'name'` a string literal, for the names in sqlNames().
  */
 export function renderSql(text: string, schema: string): string {
-  assertIdentifier(schema);
-  return text
-    .replaceAll(':"schema"', `"${schema}"`)
-    .replaceAll(":'schema'", `'${schema}'`)
-    .replaceAll(":'channel'", `'${channelFor(schema)}'`);
+  let out = text;
+  for (const [name, value] of Object.entries(sqlNames(schema))) {
+    out = out.replaceAll(`:"${name}"`, `"${value}"`).replaceAll(`:'${name}'`, `'${value}'`);
+  }
+  return out;
 }
 
 export function readSqlFile(relative: string, schema: string): string {
