@@ -340,3 +340,21 @@ export function redactUrl(url: string): string {
 export function redactedConfig(config: SluiceConfig): SluiceConfig {
   return { ...config, database: { ...config.database, url: redactUrl(config.database.url) } };
 }
+
+/** The config reference as a Markdown table, generated from the schema (the README embeds it). */
+export function configReference(): string {
+  const rows: string[] = ['| key | default | environment | meaning |', '|---|---|---|---|'];
+  const walk = (node: Record<string, unknown>, prefix: string) => {
+    for (const [key, spec] of Object.entries(node)) {
+      const s = spec as { doc?: string; default?: unknown; env?: string };
+      if (s && typeof s === 'object' && 'default' in s) {
+        const def = JSON.stringify(s.default);
+        rows.push(`| \`${prefix}${key}\` | \`${def}\` | ${s.env ? `\`${s.env}\`` : ''} | ${s.doc?.replaceAll('|', '\\|') ?? ''} |`);
+      } else {
+        walk(spec as Record<string, unknown>, `${prefix}${key}.`);
+      }
+    }
+  };
+  walk(configSchema as unknown as Record<string, unknown>, '');
+  return rows.join('\n');
+}

@@ -85,3 +85,12 @@ describe('configuration', () => {
     loadConfig({ file: example, env: {} });
   });
 });
+
+describe('README config reference', () => {
+  it('is the one generated from the schema (npm run docs:config)', async () => {
+    const { configReference } = await import('../src/config.js');
+    const readme = readFileSync('README.md', 'utf8');
+    const section = readme.split('<!-- config-reference:start -->')[1]?.split('<!-- config-reference:end -->')[0]?.trim();
+    expect(section).to.equal(configReference());
+  });
+});
