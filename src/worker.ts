@@ -266,7 +266,7 @@ export class Worker {
     log.info({ inFlight: pipeline.inFlight, graceMs: config.worker.shutdownGraceMs }, 'stopping: no new jobs; waiting for running jobs');
     const graceOver = await raceTimeout(pipeline.whenIdle(), config.worker.shutdownGraceMs);
     if (graceOver && this.running.size) {
-      const left = [...this.running.values()].filter((r) => !r.abortedBy);
+      const left = [...this.running.values()].filter((r) => !r.abortedBy && !r.handlerDone);
       for (const r of left) r.abort('shutdown', 'the worker is shutting down');
       await this.release(left);
       await raceTimeout(pipeline.whenIdle(), 5000);
@@ -301,14 +301,27 @@ export class Worker {
     }
   }
 
+  /**
+   * Runs one job in a pipeline slot. The slot frees when the handler has settled, while its
+   * outcome is still being written, so claiming overlaps writing; but never with more than
+   * `concurrency` outcomes waiting, so a slow database slows claiming instead of piling up jobs.
+   * The job stays in `running` (the set the heartbeat vouches for) until its outcome is written.
+   */
   private async run(job: ClaimedJob, deps: ExecuteDeps): Promise<void> {
     const running = new RunningJob(job);
     this.running.set(job.id, running);
+    let written: Promise<void>;
     try {
-      await executeJob(running, deps);
-    } finally {
+      ({ written } = await executeJob(running, deps));
+    } catch (err) {
       this.running.delete(job.id);
+      throw err;
     }
+    running.handlerDone = true;
+    const done = written
+      .catch((err) => this.log.error({ err: errorSummary(err), jobId: job.id }, 'writing the outcome failed'))
+      .finally(() => this.running.delete(job.id));
+    if (deps.completer.backlog > this.config.worker.concurrency) await done;
   }
 
   /** Schema check and registration; with database.retryOnStartup, retried until they succeed. */

@@ -24,6 +24,7 @@ export class Completer {
   private pending: Pending[] = [];
   private flushing: Promise<void> | undefined;
   private failures = 0;
+  private inFlight = 0;
   private stopped = false;
 
   constructor(
@@ -43,8 +44,9 @@ export class Completer {
     return this.enqueue(job, 'fail', json);
   }
 
-  get queued(): number {
-    return this.pending.length;
+  /** Outcomes not yet confirmed written: waiting, or in the statement under way. */
+  get backlog(): number {
+    return this.pending.length + this.inFlight;
   }
 
   /** Writes what is pending, then refuses nothing but stops retrying failed flushes after `deadline`. */
@@ -72,6 +74,7 @@ export class Completer {
     while (this.pending.length && !this.stopped) {
       const batch = this.pending;
       this.pending = [];
+      this.inFlight = batch.length;
       try {
         await this.write(batch);
         this.failures = 0;
@@ -81,6 +84,8 @@ export class Completer {
         const delay = Math.min(5000, 100 * 2 ** Math.min(this.failures, 6)) * (0.5 + Math.random() / 2);
         this.log.warn({ err: errorSummary(err), jobs: batch.length, retryInMs: Math.round(delay) }, 'writing job outcomes failed; retrying');
         await new Promise((r) => setTimeout(r, delay));
+      } finally {
+        this.inFlight = 0;
       }
     }
     this.flushing = undefined;

@@ -10,6 +10,21 @@ import { PermanentError, type JobContext, type TaskDefinition } from '../tasks.j
 import type { ClaimedJob } from './claim.js';
 import { completeInTransaction, type Completer } from './complete.js';
 
+/** A job's logger, made on first use: a child logger costs more than a no-op job. */
+class JobLog {
+  private child: Logger | undefined;
+  constructor(private readonly base: Logger, private readonly job: ClaimedJob) {}
+
+  get logger(): Logger {
+    this.child ??= this.base.child({ jobId: this.job.id, task: this.job.task, queue: this.job.queue, attempt: this.job.attempt });
+    return this.child;
+  }
+
+  debug(msg: string, fields: object = {}): void {
+    if (this.base.isLevelEnabled('debug')) this.logger.debug(fields, msg);
+  }
+}
+
 export type AbortCause = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
 
 /** The reason an aborted job's signal carries. */
@@ -38,6 +53,8 @@ export interface ExecuteDeps {
 export class RunningJob {
   readonly controller = new AbortController();
   abortedBy: AbortCause | undefined;
+  /** The handler has settled; only its outcome may still be on its way to the database. */
+  handlerDone = false;
   private onAbort: ((cause: AbortCause) => void) | undefined;
 
   constructor(readonly job: ClaimedJob) {}
@@ -82,9 +99,13 @@ type Outcome =
   /** Released (shutdown), cancelled or lost: nothing to write. */
   | { kind: 'abandoned' };
 
-export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promise<void> {
+/**
+ * Runs the handler and starts writing its outcome. Resolves once the handler has settled (its
+ * slot may be reused), with `written` resolving once the outcome is in the database.
+ */
+export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promise<{ written: Promise<void> }> {
   const { job } = running;
-  const log = deps.log.child({ jobId: job.id, task: job.task, queue: job.queue, attempt: job.attempt });
+  const log = new JobLog(deps.log, job);
   const labels = { queue: job.queue, task: job.task };
   const def = deps.tasks.get(job.task);
   const started = performance.now();
@@ -111,7 +132,9 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
         jobKey: job.jobKey,
       },
       signal: running.controller.signal,
-      log,
+      get log() {
+        return log.logger;
+      },
       db: {
         query: (text, params) => deps.pool.query(text, params as unknown[]),
         withClient: (fn) => withClient(deps.pool, fn),
@@ -122,7 +145,7 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
           const result = await fn(client);
           if (!(await completeInTransaction(client, deps.queries, job, serializeResult(result)))) {
             deps.metrics.writeFenced(labels);
-            log.warn('job is no longer held by this worker (cancelled or rescued meanwhile); its transaction was rolled back');
+            log.logger.warn('job is no longer held by this worker (cancelled or rescued meanwhile); its transaction was rolled back');
             throw new JobAbortedError('lost', `job ${job.id} is no longer held by this worker (cancelled or rescued); its transaction was rolled back`);
           }
           completedInTx = true;
@@ -161,16 +184,16 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
     }
   }
 
-  await writeOutcome(running, outcome, deps, log, labels, (performance.now() - started) / 1000);
-
+  const written = writeOutcome(running, outcome, deps, log, labels, (performance.now() - started) / 1000);
   if (running.abortedBy) await waitForStuckHandler(settled, running, deps, log, labels);
+  return { written };
 }
 
 async function writeOutcome(
   running: RunningJob,
   outcome: Outcome,
   deps: ExecuteDeps,
-  log: Logger,
+  log: JobLog,
   labels: { queue: string; task: string },
   seconds: number,
 ): Promise<void> {
@@ -179,11 +202,11 @@ async function writeOutcome(
     case 'abandoned':
       if (running.abortedBy === 'cancelled') {
         deps.metrics.jobCancelled(labels);
-        log.info('job cancelled; its handler was aborted');
+        log.logger.info('job cancelled; its handler was aborted');
       } else if (running.abortedBy === 'lost') {
-        log.warn('job is no longer held by this worker (rescued or re-claimed elsewhere); its handler was aborted and its outcome discarded');
+        log.logger.warn('job is no longer held by this worker (rescued or re-claimed elsewhere); its handler was aborted and its outcome discarded');
       } else {
-        log.debug({ reason: running.abortedBy }, 'job abandoned');
+        log.debug('job abandoned', { reason: running.abortedBy });
       }
       return;
     case 'completed-in-transaction':
@@ -197,7 +220,7 @@ async function writeOutcome(
         log.debug('job completed');
       } else {
         deps.metrics.writeFenced(labels);
-        log.warn('job finished but is no longer held by this worker (cancelled or rescued meanwhile); its result was not written');
+        log.logger.warn('job finished but is no longer held by this worker (cancelled or rescued meanwhile); its result was not written');
       }
       return;
     }
@@ -206,13 +229,13 @@ async function writeOutcome(
       const w = await deps.completer.fail(job, outcome.error, outcome.retry, delay);
       if (!w.applied) {
         deps.metrics.writeFenced(labels);
-        log.warn('job failed but is no longer held by this worker (cancelled or rescued meanwhile); the failure was not written');
+        log.logger.warn('job failed but is no longer held by this worker (cancelled or rescued meanwhile); the failure was not written');
       } else if (w.status === 'queued') {
         deps.metrics.jobRetried(labels, seconds);
-        log.warn({ error: firstLine(outcome.error), retryInMs: Math.round(delay) }, 'job failed; will retry');
+        log.logger.warn({ error: firstLine(outcome.error), retryInMs: Math.round(delay) }, 'job failed; will retry');
       } else {
         deps.metrics.jobFailed(labels, seconds);
-        log.error({ error: firstLine(outcome.error), permanent: !outcome.retry }, 'job failed for good');
+        log.logger.error({ error: firstLine(outcome.error), permanent: !outcome.retry }, 'job failed for good');
       }
     }
   }
@@ -222,7 +245,7 @@ async function waitForStuckHandler(
   settled: Promise<unknown>,
   running: RunningJob,
   deps: ExecuteDeps,
-  log: Logger,
+  log: JobLog,
   labels: { queue: string; task: string },
 ): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
@@ -233,10 +256,10 @@ async function waitForStuckHandler(
   clearTimeout(timer);
   if (first === 'stuck') {
     deps.metrics.handlerStuck(labels, 1);
-    log.warn({ reason: running.abortedBy }, `handler ignores its AbortSignal: still running ${deps.stuckAfterMs} ms after the abort; it keeps its slot`);
+    log.logger.warn({ reason: running.abortedBy }, `handler ignores its AbortSignal: still running ${deps.stuckAfterMs} ms after the abort; it keeps its slot`);
     await settled;
     deps.metrics.handlerStuck(labels, -1);
-    log.info('stuck handler finally settled; its slot is free');
+    log.logger.info('stuck handler finally settled; its slot is free');
   }
 }
 

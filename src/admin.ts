@@ -1,0 +1,233 @@
+// Operator functions behind `sluice status`, `jobs`, `show`, `retry` and `cancel`. The SQL lives
+// in sql/admin/; these functions only pass parameters and shape rows.
+import type pg from 'pg';
+import { readSqlFile } from './db/sql.js';
+
+export const JOB_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+
+/** A job id that names no job. */
+export class JobNotFoundError extends Error {
+  override name = 'JobNotFoundError';
+  constructor(readonly id: string) {
+    super(`job ${id} not found`);
+  }
+}
+
+/** The job exists but is in a state the operation does not apply to. */
+export class JobStateError extends Error {
+  override name = 'JobStateError';
+  constructor(readonly id: string, readonly status: string, message: string) {
+    super(message);
+  }
+}
+
+export interface QueueStatus {
+  queue: string;
+  /** Queued and due now. */
+  runnable: number;
+  /** Queued with a run_at in the future. */
+  scheduled: number;
+  running: number;
+  completed: number;
+  failed: number;
+  cancelled: number;
+  /** Seconds the oldest runnable job has waited past its run_at; null when none is runnable. */
+  oldestRunnableSeconds: number | null;
+}
+
+export interface WorkerStatus {
+  id: string;
+  host: string;
+  pid: number;
+  queues: string[];
+  concurrency: number;
+  poolSize: number;
+  version: string | null;
+  startedAt: string;
+  heartbeatAt: string;
+  heartbeatAgeSeconds: number;
+  /** Heartbeat within worker.rescueAfterMs; a dead worker's jobs are rescued by the others. */
+  alive: boolean;
+  /** Jobs it holds now. */
+  running: number;
+}
+
+export interface JobSummary {
+  id: string;
+  queue: string;
+  task: string;
+  status: JobStatus;
+  priority: number;
+  runAt: string;
+  attempts: number;
+  maxAttempts: number;
+  jobKey: string | null;
+  lockedBy: string | null;
+  /** First line of the last error. */
+  lastError: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export interface JobError {
+  attempt: number;
+  at: string;
+  error: string;
+}
+
+export interface JobDetail extends Omit<JobSummary, 'lastError'> {
+  payload: Record<string, unknown>;
+  lastError: string | null;
+  errors: JobError[];
+  result: unknown;
+  lockedAt: string | null;
+}
+
+export interface JobFilter {
+  status?: JobStatus;
+  queue?: string;
+  task?: string;
+  /** Newest first; 20 when omitted. */
+  limit?: number;
+}
+
+function iso(v: unknown): string | null {
+  if (v === null || v === undefined) return null;
+  return v instanceof Date ? v.toISOString() : String(v);
+}
+
+/** Accepts a job id as the CLI or an API caller gives it; throws on anything but a positive integer. */
+export function parseJobId(id: string | number): string {
+  const s = String(id).trim();
+  if (!/^[1-9][0-9]{0,18}$/.test(s) || BigInt(s) > 9223372036854775807n) {
+    throw new RangeError(`job id must be a positive integer, got ${JSON.stringify(String(id))}`);
+  }
+  return s;
+}
+
+export async function queueStatus(db: pg.Pool | pg.ClientBase, schema: string): Promise<QueueStatus[]> {
+  const res = await db.query(readSqlFile('admin/queue_status.sql', schema));
+  return res.rows.map((r) => ({
+    queue: r.queue,
+    runnable: r.runnable,
+    scheduled: r.scheduled,
+    running: r.running,
+    completed: r.completed,
+    failed: r.failed,
+    cancelled: r.cancelled,
+    oldestRunnableSeconds: r.oldest_runnable_seconds,
+  }));
+}
+
+export async function listWorkers(db: pg.Pool | pg.ClientBase, schema: string, rescueAfterMs: number): Promise<WorkerStatus[]> {
+  const res = await db.query(readSqlFile('admin/workers.sql', schema), [rescueAfterMs]);
+  return res.rows.map((r) => ({
+    id: r.id,
+    host: r.host,
+    pid: r.pid,
+    queues: r.queues,
+    concurrency: r.concurrency,
+    poolSize: r.pool_size,
+    version: r.version,
+    startedAt: iso(r.started_at)!,
+    heartbeatAt: iso(r.heartbeat_at)!,
+    heartbeatAgeSeconds: r.heartbeat_age_seconds,
+    alive: r.alive,
+    running: r.running,
+  }));
+}
+
+export async function listJobs(db: pg.Pool | pg.ClientBase, schema: string, filter: JobFilter = {}): Promise<JobSummary[]> {
+  if (filter.status !== undefined && !JOB_STATUSES.includes(filter.status)) {
+    throw new RangeError(`status must be one of ${JOB_STATUSES.join(', ')}, got ${JSON.stringify(filter.status)}`);
+  }
+  const limit = filter.limit ?? 20;
+  if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`limit must be an integer of at least 1, got ${limit}`);
+  const res = await db.query(readSqlFile('admin/list_jobs.sql', schema), [
+    filter.status ?? null,
+    filter.queue ?? null,
+    filter.task ?? null,
+    limit,
+  ]);
+  return res.rows.map((r) => ({
+    id: String(r.id),
+    queue: r.queue,
+    task: r.task,
+    status: r.status,
+    priority: r.priority,
+    runAt: iso(r.run_at)!,
+    attempts: r.attempts,
+    maxAttempts: r.max_attempts,
+    jobKey: r.job_key,
+    lockedBy: r.locked_by,
+    lastError: r.last_error,
+    createdAt: iso(r.created_at)!,
+    startedAt: iso(r.started_at),
+    finishedAt: iso(r.finished_at),
+  }));
+}
+
+/** One job with its payload, result and error history; throws JobNotFoundError. */
+export async function getJob(db: pg.Pool | pg.ClientBase, schema: string, id: string | number): Promise<JobDetail> {
+  const jobId = parseJobId(id);
+  const res = await db.query(readSqlFile('admin/show_job.sql', schema), [jobId]);
+  const r = res.rows[0];
+  if (!r) throw new JobNotFoundError(jobId);
+  return {
+    id: String(r.id),
+    queue: r.queue,
+    task: r.task,
+    status: r.status,
+    priority: r.priority,
+    runAt: iso(r.run_at)!,
+    attempts: r.attempts,
+    maxAttempts: r.max_attempts,
+    jobKey: r.job_key,
+    lockedBy: r.locked_by,
+    lockedAt: iso(r.locked_at),
+    createdAt: iso(r.created_at)!,
+    startedAt: iso(r.started_at),
+    finishedAt: iso(r.finished_at),
+    payload: r.payload,
+    lastError: r.last_error,
+    errors: r.errors,
+    result: r.result,
+  };
+}
+
+export interface StatusChange {
+  id: string;
+  status: JobStatus;
+}
+
+/**
+ * Runs a finished job again now (or moves a queued one to now). Throws JobNotFoundError, and
+ * JobStateError for a running job (cancel it first, or let it finish).
+ */
+export async function retryJob(db: pg.Pool | pg.ClientBase, schema: string, id: string | number): Promise<StatusChange> {
+  const jobId = parseJobId(id);
+  const res = await db.query(readSqlFile('admin/retry_job.sql', schema), [jobId]);
+  const status = res.rows[0]?.status as JobStatus | null;
+  if (status === null || status === undefined) throw new JobNotFoundError(jobId);
+  if (status !== 'queued') {
+    throw new JobStateError(jobId, status, `job ${jobId} is ${status}: only a job that is not running can be retried`);
+  }
+  return { id: jobId, status };
+}
+
+/**
+ * Cancels a queued or running job (a running handler is told to abort). Throws JobNotFoundError,
+ * and JobStateError when the job had already completed or failed.
+ */
+export async function cancelJob(db: pg.Pool | pg.ClientBase, schema: string, id: string | number): Promise<StatusChange> {
+  const jobId = parseJobId(id);
+  const res = await db.query(readSqlFile('admin/cancel_job.sql', schema), [jobId]);
+  const status = res.rows[0]?.status as JobStatus | null;
+  if (status === null || status === undefined) throw new JobNotFoundError(jobId);
+  if (status !== 'cancelled') {
+    throw new JobStateError(jobId, status, `job ${jobId} is already ${status}: nothing to cancel`);
+  }
+  return { id: jobId, status };
+}
