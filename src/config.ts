@@ -182,6 +182,24 @@ export const configSchema = {
       default: 3600000,
       env: 'SLUICE_RETRY_MAX_MS',
     },
+    keepCompletedMs: {
+      doc: 'Completed jobs are deleted this long after they finished (0 keeps them).',
+      format: 'int>=0',
+      default: 86400000,
+      env: 'SLUICE_KEEP_COMPLETED_MS',
+    },
+    keepFailedMs: {
+      doc: 'Failed and cancelled jobs are deleted this long after they finished (0 keeps them).',
+      format: 'int>=0',
+      default: 604800000,
+      env: 'SLUICE_KEEP_FAILED_MS',
+    },
+    pruneEveryMs: {
+      doc: 'How often finished jobs past their retention are pruned (by one worker at a time).',
+      format: 'int>=1',
+      default: 60000,
+      env: 'SLUICE_PRUNE_EVERY_MS',
+    },
   },
   http: {
     enabled: {
@@ -243,6 +261,9 @@ export interface SluiceConfig {
     jobTimeoutMs: number;
     retryBaseMs: number;
     retryMaxMs: number;
+    keepCompletedMs: number;
+    keepFailedMs: number;
+    pruneEveryMs: number;
   };
   http: { enabled: boolean; host: string; port: number };
   log: { level: string; format: 'auto' | 'json' | 'pretty' };

@@ -16,6 +16,7 @@ import { executeJob, RunningJob, type ExecuteDeps } from './jobs/execute.js';
 import { Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
 import { Heartbeat, registerWorker, deregisterWorker, type WorkerIdentity } from './maintenance/heartbeat.js';
+import { Pruner } from './maintenance/pruner.js';
 import { Rescuer } from './maintenance/rescuer.js';
 import { Metrics } from './metrics.js';
 import { currentVersion, expectedVersion, migrate } from './migrate.js';
@@ -50,6 +51,7 @@ export class Worker {
   private pipeline: Pipeline | undefined;
   private heartbeat: Heartbeat | undefined;
   private rescuer: Rescuer | undefined;
+  private pruner: Pruner | undefined;
   private completer: Completer | undefined;
   private dueTimes: DueTimes | undefined;
   private readonly running = new Map<string, RunningJob>();
@@ -173,6 +175,15 @@ export class Worker {
       log,
       metrics: this.metrics,
     });
+    this.pruner = new Pruner({
+      pool,
+      queries: this.queries,
+      schema: config.database.schema,
+      keepCompletedMs: config.worker.keepCompletedMs,
+      keepFailedMs: config.worker.keepFailedMs,
+      everyMs: config.worker.pruneEveryMs,
+      log,
+    });
     this.metrics.attach({
       inFlight: () => pipeline.inFlight,
       pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
@@ -213,6 +224,7 @@ export class Worker {
     if (this.stopping) return;
     this.heartbeat.start();
     this.rescuer.start();
+    this.pruner.start();
     pipeline.start(wakeups);
     this.state = 'running';
     log.info(
@@ -274,6 +286,7 @@ export class Worker {
     await this.completer!.drain(5000);
     await this.heartbeat!.stop();
     await this.rescuer!.stop();
+    await this.pruner!.stop();
     pipeline.close();
     this.dueTimes?.clear();
     if (this.running.size === 0) {

@@ -78,6 +78,7 @@ export const queryNames = [
   'register_worker',
   'deregister_worker',
   'rescue_jobs',
+  'prune_jobs',
   'lost_jobs',
 ] as const;
 export type QueryName = (typeof queryNames)[number];
