@@ -468,16 +468,12 @@ async function cmdStart(opts: StartOptions): Promise<void> {
   const config = loadCliConfig(opts);
   crossCheck(config);
   // the daemon's modules are loaded only here: the other commands start faster without them
-  const [{ Worker }, { startHttpServer }, { startLocalDatabase }, { createLogger }, { PermanentError }] = await Promise.all([
+  const [{ Worker }, { startHttpServer }, { startLocalDatabase }, { createLogger }] = await Promise.all([
     import('./worker.js'),
     import('./http.js'),
     import('./embedded/local-database.js'),
     import('./log.js'),
-    import('./tasks.js'),
   ]);
-  // Plain-JS task modules that cannot `import { PermanentError } from 'sluice'` (examples/tasks
-  // run from a checkout) find the very class the worker checks for here.
-  (globalThis as Record<symbol, unknown>)[Symbol.for('sluice.PermanentError')] = PermanentError;
   const log = createLogger(config.log);
 
   let worker: Worker | undefined;

@@ -310,13 +310,26 @@ export function loadConfig(opts: LoadOptions = {}): SluiceConfig {
       reapplyEnv(conf, env);
     }
   }
-  if (opts.overrides) conf.load(opts.overrides);
+  if (opts.overrides) applyOverrides(conf, opts.overrides);
   try {
     conf.validate({ allowed: 'strict' });
   } catch (err) {
     throw new ConfigError(`invalid configuration${where}:\n${describeErrors((err as Error).message)}`);
   }
   return conf.getProperties() as SluiceConfig;
+}
+
+// conf.load() ranks below the environment in convict; overrides must win over it, key by key.
+function applyOverrides(conf: { set(name: never, value: never): unknown }, overrides: ConfigInput): void {
+  const walk = (node: Record<string, unknown>, prefix: string) => {
+    for (const [key, value] of Object.entries(node)) {
+      if (value === undefined) continue;
+      const name = prefix ? `${prefix}.${key}` : key;
+      if (value !== null && typeof value === 'object' && !Array.isArray(value)) walk(value as Record<string, unknown>, name);
+      else conf.set(name as never, value as never);
+    }
+  };
+  walk(overrides as Record<string, unknown>, '');
 }
 
 // convict lets a loaded file win over the environment; the documented order is file < env < flags.

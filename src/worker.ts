@@ -19,6 +19,7 @@ import { Heartbeat, registerWorker, deregisterWorker, type WorkerIdentity } from
 import { Pruner } from './maintenance/pruner.js';
 import { Rescuer } from './maintenance/rescuer.js';
 import { Metrics } from './metrics.js';
+import { checkBudget, readBudget } from './budget.js';
 import { currentVersion, expectedVersion, migrate } from './migrate.js';
 import { DueTimes, Pipeline } from './pipeline.js';
 import { loadTasks, normalizeTasks, type TaskDefinition, type TaskList } from './tasks.js';
@@ -106,6 +107,7 @@ export class Worker {
     try {
       await this.prepareDatabase(pool);
       if (this.stopping) throw new Error('the worker was stopped while starting');
+      await this.checkConnectionBudget(pool);
     } catch (err) {
       await endPool(pool, 1000);
       this.state = 'stopped';
@@ -265,13 +267,13 @@ export class Worker {
   }
 
   private async doStop(): Promise<void> {
+    this.stopRequested.next();
     if (this.state === 'new' || this.state === 'stopped' || !this.pipeline) {
       // not started, or still starting: start() sees `stopping` and gives up
       if (this.state !== 'starting') this.state = 'stopped';
       return;
     }
     this.state = 'stopping';
-    this.stopRequested.next();
     const { log, config } = this;
     const pipeline = this.pipeline!;
     pipeline.stopClaiming();
@@ -352,9 +354,27 @@ export class Worker {
           { err: errorSummary(err), database: `${u.hostname}:${u.port || 5432}${u.pathname}`, retryInMs: Math.round(delay) },
           'cannot start yet: database unreachable or not ready; retrying',
         );
-        await new Promise((r) => setTimeout(r, delay));
+        // stop() ends the wait at once
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            sub.unsubscribe();
+            resolve();
+          };
+          const timer = setTimeout(done, delay);
+          const sub = this.stopRequested.subscribe(done);
+        });
       }
     }
+  }
+
+  /** Warns (or, with database.strictBudget, refuses to start) when poolSize + 1 does not fit. */
+  private async checkConnectionBudget(pool: pg.Pool): Promise<void> {
+    const { config, log } = this;
+    const budget = await readBudget(pool, config.database.schema, { rescueAfterMs: config.worker.rescueAfterMs });
+    const check = checkBudget(budget, config.database.poolSize, { ownId: this.identity.id });
+    if (!check.fits && config.database.strictBudget) throw new Error(`${check.message} (database.strictBudget is on)`);
+    log[check.fits ? 'info' : 'warn']({ needed: check.needed, headroom: check.headroom }, check.message);
   }
 
   private async checkSchema(pool: pg.Pool): Promise<void> {

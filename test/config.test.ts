@@ -40,6 +40,9 @@ describe('configuration', () => {
     expect(loadConfig({ file: j, env: {}, overrides: { worker: { concurrency: 5 } } }).worker.concurrency).to.equal(5);
     expect(loadConfig({ env: { SLUICE_CONFIG: j } }).worker.concurrency).to.equal(2);
     expect(loadConfig({ env: { SLUICE_QUEUES: 'x, y' } }).worker.queues).to.deep.equal(['x', 'y']);
+    const both = loadConfig({ env: { SLUICE_CONCURRENCY: '5', DATABASE_URL: '' }, overrides: { worker: { concurrency: 3 }, database: { url: 'postgres://h/db' } } });
+    expect(both.worker.concurrency).to.equal(3);
+    expect(both.database.url).to.equal('postgres://h/db');
   });
 
   it('names the key, the bad value and what is allowed', () => {

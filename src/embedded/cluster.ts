@@ -16,6 +16,11 @@ export interface ClusterOptions {
   port?: number;
   /** Server settings passed as `-c name=value` at every start. */
   settings?: Record<string, string | number>;
+  /**
+   * Run the server in its own process group, so that Ctrl-C in a terminal (SIGINT to the whole
+   * foreground group) does not stop it before the worker has finished its jobs.
+   */
+  detached?: boolean;
 }
 
 interface Binaries { initdb: string; postgres: string }
@@ -87,6 +92,7 @@ export class LocalCluster {
   readonly dataDir: string;
   port: number;
   settings: Record<string, string | number>;
+  private readonly detached: boolean;
   private child: ChildProcess | undefined;
   private exited: Promise<void> = Promise.resolve();
   private readonly bins: Binaries;
@@ -97,6 +103,7 @@ export class LocalCluster {
     this.dataDir = path.resolve(opts.dataDir);
     this.port = port;
     this.settings = { ...(opts.settings ?? {}) };
+    this.detached = opts.detached ?? false;
     this.user = serverUser();
   }
 
@@ -136,7 +143,7 @@ export class LocalCluster {
       '-c', 'unix_socket_directories='];
     for (const [k, v] of Object.entries(this.settings)) args.push('-c', `${k}=${v}`);
     const logFile = path.join(this.dataDir, 'server.log');
-    const child = spawn(this.bins.postgres, args, { stdio: ['ignore', 'pipe', 'pipe'], ...this.user });
+    const child = spawn(this.bins.postgres, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: this.detached, ...this.user });
     const log = createWriteStream(logFile, { flags: 'a' });
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);

@@ -133,7 +133,7 @@ export async function startLocalDatabase(opts: StartLocalOptions): Promise<Local
   checkServerCanEnter(dataDir);
   const preferred = opts.port ?? DEFAULT_EMBEDDED_PORT;
   const port = (await portFree(preferred)) ? preferred : await freePort();
-  const clusterOptions: ClusterOptions & { detached?: boolean } = {
+  const clusterOptions: ClusterOptions = {
     dataDir,
     port,
     settings: opts.settings,

@@ -6,7 +6,7 @@ import { transaction, withClient } from '../db/pool.js';
 import type { Queries } from '../db/sql.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { PermanentError, type JobContext, type TaskDefinition } from '../tasks.js';
+import { isPermanent, type JobContext, type TaskDefinition } from '../tasks.js';
 import type { ClaimedJob } from './claim.js';
 import { completeInTransaction, type Completer } from './complete.js';
 
@@ -175,7 +175,7 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
       (err): Outcome =>
         running.abortedBy && running.abortedBy !== 'timeout'
           ? { kind: 'abandoned' }
-          : { kind: 'failed', retry: !(err instanceof PermanentError), error: describeError(err) },
+          : { kind: 'failed', retry: !isPermanent(err), error: describeError(err) },
     );
     try {
       outcome = await Promise.race([finished, aborted]);

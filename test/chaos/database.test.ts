@@ -27,6 +27,23 @@ describe('chaos: the database refuses work', function () {
     if (cluster) await destroyCluster(cluster);
   });
 
+  it('warns when its connection budget does not fit, and refuses to start with strictBudget', async () => {
+    const { log, lines } = capturingLogger();
+    // 7 ordinary slots: 8 + 1 cannot fit
+    const w = await startWorker(appUrl, { hello: async () => 'hi' }, { database: { poolSize: 8 } }, log);
+    const warning = lines.find((l) => l.includes('"level":40') && l.includes('"needed":9'));
+    expect(warning, lines.join('')).to.not.equal(undefined);
+    const id = await w.addJob({ task: 'hello' });
+    await waitFor('the worker to work anyway', async () => (await status(id)) === 'completed');
+    let refused: Error | undefined;
+    try {
+      await startWorker(appUrl, { hello: async () => 'hi' }, { database: { poolSize: 8, strictBudget: true, retryOnStartup: false } });
+    } catch (err) {
+      refused = err as Error;
+    }
+    expect(refused?.message).to.match(/strictBudget/);
+  });
+
   const addJobReadWrite = async (): Promise<string> => {
     const c = await admin.connect();
     try {
