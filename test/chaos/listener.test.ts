@@ -58,6 +58,8 @@ describe('chaos: killed connections', function () {
     }, { database: { poolSize: 3 }, worker: { concurrency: 3, retryBaseMs: 10 } });
     await w.addJobs([{ task: 'hold' }, { task: 'hold' }, { task: 'hold' }]);
     await waitFor('three handlers holding connections', () => w.stats().inFlight === 3 && w.stats().poolTotal === 3);
+    await waitFor('the three backends to be visible to the server', async () =>
+      (await pool.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [`sluice ${w.identity.id}`])).rows[0].n === 3);
     const killed = await terminate(`sluice ${w.identity.id}`);
     expect(killed.rows[0].n).to.equal(3);
     holding.open();
