@@ -6,6 +6,7 @@ import type { LocalCluster } from '../../src/embedded/cluster.js';
 import { destroyCluster, startCluster, waitFor } from '../support/db.js';
 import { capturingLogger, ConnectionSampler, createAppRole, faultsEnabled } from '../support/faults.js';
 import { migrated, startWorker, statusCounts, stopWorkers } from '../support/worker.js';
+import { report } from '../support/chaos.js';
 
 describe('chaos: connections stay bounded', function () {
   let cluster: LocalCluster;
@@ -61,5 +62,6 @@ describe('chaos: connections stay bounded', function () {
     expect(sampler.samples).to.be.greaterThan(10);
     expect(sampler.peak, 'peak sluice connections').to.be.at.most(6);
     expect(lines.join('')).to.not.match(/too many connections|remaining connection slots/);
+    report({ scenario: 'seed reversed: max_connections 20, concurrency 50, poolSize 5, a fifth of handlers throw', jobs: 20_000, completed: c.completed!, failed: c.failed, peakConnections: sampler.peak, budget: 6 });
   });
 });

@@ -6,6 +6,7 @@ import { createTestDatabase, waitFor } from '../support/db.js';
 import { ConnectionSampler, faultsEnabled } from '../support/faults.js';
 import { FaultyProxy } from '../support/proxy.js';
 import { migrated, startWorker, stopWorkers } from '../support/worker.js';
+import { report } from '../support/chaos.js';
 
 describe('chaos: frozen network', function () {
   this.timeout(120_000);
@@ -38,13 +39,16 @@ describe('chaos: frozen network', function () {
     await waitFor('a first job', async () => (await pool.query('SELECT status FROM sluice.jobs WHERE id = $1', [warm])).rows[0].status === 'completed');
     const reconnectsBefore = (await w.metrics.registry.getSingleMetric('sluice_listener_reconnects_total')!.get()).values[0]!.value;
     expect(proxy.freeze()).to.be.at.least(2);
+    const frozenAt = Date.now();
     await waitFor('the listener to notice and reconnect', async () =>
       (await w.metrics.registry.getSingleMetric('sluice_listener_reconnects_total')!.get()).values[0]!.value > reconnectsBefore, 30_000);
     // enqueued directly: only the new listener connection can hear of it
     const id = String((await pool.query("SELECT sluice.add_job('hello') AS id")).rows[0].id);
     await waitFor('the job to run through fresh connections', async () =>
       (await pool.query('SELECT status FROM sluice.jobs WHERE id = $1', [id])).rows[0].status === 'completed', 60_000);
+    const recoverySeconds = (Date.now() - frozenAt) / 1000;
     await waitFor('frozen backends to be ended', async () => (await sampler.sample()) <= 3, 30_000);
     await sampler.stop();
+    report({ scenario: 'network frozen (TCP proxy stops forwarding, keeps sockets open); listenerCheckMs 500', jobs: 2, completed: 2, recoverySeconds, peakConnections: sampler.peak, budget: 3 });
   });
 });

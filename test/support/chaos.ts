@@ -89,9 +89,10 @@ export interface Figures {
   scenario: string;
   jobs: number;
   completed: number;
-  executions: number;
-  duplicateExecutions: number;
-  rescuedJobs: number;
+  failed?: number;
+  executions?: number;
+  duplicateExecutions?: number;
+  rescuedJobs?: number;
   fencedWrites?: number;
   recoverySeconds?: number;
   peakConnections: number;
@@ -102,7 +103,10 @@ export interface Figures {
  * Every job final and completed once, effects exactly once per job, and every extra execution
  * explained by a rescue or a retry recorded on the job.
  */
-export async function checkInvariants(admin: pg.Pool, jobs: number): Promise<Omit<Figures, 'scenario' | 'peakConnections' | 'budget'>> {
+export async function checkInvariants(
+  admin: pg.Pool,
+  jobs: number,
+): Promise<{ jobs: number; completed: number; executions: number; duplicateExecutions: number; rescuedJobs: number }> {
   const status = await admin.query('SELECT status, count(*)::int AS n FROM sluice.jobs GROUP BY status');
   const counts = Object.fromEntries(status.rows.map((r) => [r.status, r.n]));
   expect(counts, 'every job completed').to.deep.equal({ completed: jobs });
