@@ -1,0 +1,148 @@
+// sluice adapter: the Worker from src/worker.ts with database.poolSize 4, producers through the
+// public addJob/addJobs of src/jobs/enqueue.ts.
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import { migrate } from '../../src/migrate.js';
+import { addJob, addJobs } from '../../src/jobs/enqueue.js';
+import { Worker } from '../../src/worker.js';
+import {
+  PRODUCER_APP,
+  TASK,
+  type BenchPayload,
+  type Producer,
+  type RunningWorker,
+  type SystemAdapter,
+  type VariantInfo,
+  type WorkerOptions,
+} from './types.js';
+
+export const SCHEMA = 'sluice';
+export const POOL_SIZE = 4;
+
+export const variants: VariantInfo[] = [
+  {
+    id: 'sluice',
+    system: 'sluice',
+    label: 'sluice',
+    describe: (c) => `worker.concurrency ${c}, database.poolSize ${POOL_SIZE}`,
+  },
+];
+
+function producerPool(url: string): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max: 1, application_name: PRODUCER_APP });
+  pool.on('error', () => undefined);
+  return pool;
+}
+
+export const adapter: SystemAdapter = {
+  system: 'sluice',
+  label: 'sluice',
+
+  version() {
+    return `sluice ${(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version}`;
+  },
+
+  async install(url) {
+    const pool = producerPool(url);
+    try {
+      await migrate(pool, SCHEMA);
+    } finally {
+      await pool.end();
+    }
+  },
+
+  async reset(db) {
+    await db.query(`TRUNCATE ${SCHEMA}.jobs`);
+    await db.query(`DELETE FROM ${SCHEMA}.workers`);
+  },
+
+  async remaining(db) {
+    // one count per status, so each reads its partial index: `status IN (...)` would scan the
+    // whole table, which matters with millions of finished rows (--finished-rows, --long)
+    const r = await db.query<{ n: string }>(
+      `SELECT (SELECT count(*) FROM ${SCHEMA}.jobs WHERE status = 'queued')
+            + (SELECT count(*) FROM ${SCHEMA}.jobs WHERE status = 'running') AS n`,
+    );
+    return Number(r.rows[0]!.n);
+  },
+
+  async total(db) {
+    const r = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${SCHEMA}.jobs`);
+    return Number(r.rows[0]!.n);
+  },
+
+  async producer(url): Promise<Producer> {
+    const pool = producerPool(url);
+    return {
+      async addMany(count, chunk) {
+        for (let done = 0; done < count; done += chunk) {
+          const n = Math.min(chunk, count - done);
+          await addJobs(pool, Array.from({ length: n }, () => ({ task: TASK })), SCHEMA);
+        }
+      },
+      async addOneIn(tx, payload) {
+        await addJob(tx, { task: TASK, payload: { ...payload } }, SCHEMA);
+      },
+      async close() {
+        await pool.end();
+      },
+    };
+  },
+
+  async preload() {},
+
+  async startWorker(url, opts: WorkerOptions): Promise<RunningWorker> {
+    const worker = new Worker({
+      config: {
+        database: { url, poolSize: POOL_SIZE },
+        worker: { concurrency: opts.concurrency, queues: ['default'] },
+        http: { enabled: false },
+        log: { level: 'warn' },
+      },
+      tasks: {
+        [TASK]: async (payload: BenchPayload) => {
+          opts.onJob(payload ?? {});
+        },
+      },
+    });
+    await worker.start();
+    return {
+      async stop() {
+        await worker.stop();
+      },
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// the finished-rows scenario: a jobs table that already holds N completed jobs
+
+export const FINISHED_TASK = 'bench_finished';
+
+/** Inserts `rows` completed jobs straight into the table, in statements of at most 1,000,000 rows. */
+export async function fillFinished(db: pg.ClientBase, rows: number, onProgress: (done: number) => void): Promise<void> {
+  const step = 1_000_000;
+  for (let from = 1; from <= rows; from += step) {
+    const to = Math.min(rows, from + step - 1);
+    await db.query(
+      `INSERT INTO ${SCHEMA}.jobs (task, status, attempts, run_at, created_at, started_at, finished_at)
+       SELECT $1, 'completed', 1, t, t, t, t
+         FROM (SELECT now() - make_interval(secs => g::double precision / 100) AS t
+                 FROM generate_series($2::bigint, $3::bigint) AS g) s`,
+      [FINISHED_TASK, from, to],
+    );
+    onProgress(to);
+  }
+  await db.query(`VACUUM ANALYZE ${SCHEMA}.jobs`);
+}
+
+/** Removes everything but the pre-filled finished rows (the caller vacuums). */
+export async function resetKeepingFinished(db: pg.ClientBase): Promise<void> {
+  await db.query(`DELETE FROM ${SCHEMA}.jobs WHERE task <> $1`, [FINISHED_TASK]);
+  await db.query(`DELETE FROM ${SCHEMA}.workers`);
+}
+
+export async function countFinished(db: pg.ClientBase): Promise<number> {
+  const r = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${SCHEMA}.jobs WHERE task = $1`, [FINISHED_TASK]);
+  return Number(r.rows[0]!.n);
+}
