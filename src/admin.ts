@@ -151,7 +151,12 @@ export async function listJobs(db: pg.Pool | pg.ClientBase, schema: string, filt
     filter.task ?? null,
     limit,
   ]);
-  return res.rows.map((r) => ({
+  return res.rows.map(jobSummary);
+}
+
+/** The fields a job list shows, from a row of sql/admin/list_jobs.sql or show_job.sql. */
+function jobSummary(r: Record<string, any>): JobSummary {
+  return {
     id: String(r.id),
     queue: r.queue,
     task: r.task,
@@ -166,7 +171,7 @@ export async function listJobs(db: pg.Pool | pg.ClientBase, schema: string, filt
     createdAt: iso(r.created_at)!,
     startedAt: iso(r.started_at),
     finishedAt: iso(r.finished_at),
-  }));
+  };
 }
 
 /** One job with its payload, result and error history; throws JobNotFoundError. */
@@ -176,20 +181,8 @@ export async function getJob(db: pg.Pool | pg.ClientBase, schema: string, id: st
   const r = res.rows[0];
   if (!r) throw new JobNotFoundError(jobId);
   return {
-    id: String(r.id),
-    queue: r.queue,
-    task: r.task,
-    status: r.status,
-    priority: r.priority,
-    runAt: iso(r.run_at)!,
-    attempts: r.attempts,
-    maxAttempts: r.max_attempts,
-    jobKey: r.job_key,
-    lockedBy: r.locked_by,
+    ...jobSummary(r),
     lockedAt: iso(r.locked_at),
-    createdAt: iso(r.created_at)!,
-    startedAt: iso(r.started_at),
-    finishedAt: iso(r.finished_at),
     payload: r.payload,
     lastError: r.last_error,
     errors: r.errors,

@@ -22,7 +22,7 @@ import { Metrics } from './metrics.js';
 import { checkBudget, readBudget } from './budget.js';
 import { currentVersion, expectedVersion, migrate } from './migrate.js';
 import { DueTimes, Pipeline } from './pipeline.js';
-import { loadTasks, normalizeTasks, type TaskDefinition, type TaskList } from './tasks.js';
+import { loadTasks, normalizeTasks, type TaskList } from './tasks.js';
 
 export interface WorkerOptions {
   /** Config values; they win over the config file and the environment. */
@@ -261,11 +261,6 @@ export class Worker {
     };
   }
 
-  /** For tests and tools: wake the producer as a notification would. */
-  wake(): void {
-    this.pipeline?.wake();
-  }
-
   private async doStop(): Promise<void> {
     this.stopRequested.next();
     if (this.state === 'new' || this.state === 'stopped' || !this.pipeline) {
@@ -422,5 +417,3 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<Worker> {
   await worker.start();
   return worker;
 }
-
-export type { TaskDefinition };

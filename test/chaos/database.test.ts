@@ -44,6 +44,18 @@ describe('chaos: the database refuses work', function () {
     expect(refused?.message).to.match(/strictBudget/);
   });
 
+  it('starting against an unreachable database retries with a clear log line, then runs', async () => {
+    await cluster.stop();
+    const { log, lines } = capturingLogger();
+    const starting = startWorker(appUrl, { hello: async () => 'hi' }, {}, log);
+    await waitFor('the retry line', () => lines.some((l) => l.includes('cannot start yet') && l.includes(`127.0.0.1:${cluster.port}/postgres`)), 30_000);
+    expect(lines.join('')).to.not.contain('password');
+    await cluster.start();
+    const w = await starting;
+    const id = await w.addJob({ task: 'hello' });
+    await waitFor('a job to run', async () => (await status(id)) === 'completed');
+  });
+
   const addJobReadWrite = async (): Promise<string> => {
     const c = await admin.connect();
     try {
