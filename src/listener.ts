@@ -14,7 +14,8 @@ type Subscriber = ReturnType<typeof createSubscriber>;
 export type ListenerEvent =
   | { type: 'connected' }
   | { type: 'disconnected' }
-  | { type: 'jobs'; queue: string; runAt: Date | undefined }
+  /** Jobs became runnable now (`due`) and/or at `runAt` (the earliest still in the future). */
+  | { type: 'jobs'; queue: string; due: boolean; runAt: Date | undefined }
   | { type: 'cancel'; id: string };
 
 export interface ListenerOptions {
@@ -127,7 +128,7 @@ export class Listener {
   }
 
   private onNotification(payload: string): void {
-    let msg: { queue?: unknown; runAt?: unknown; cancel?: unknown; ping?: unknown };
+    let msg: { queue?: unknown; due?: unknown; runAt?: unknown; cancel?: unknown; ping?: unknown };
     try {
       msg = JSON.parse(payload);
     } catch {
@@ -140,7 +141,9 @@ export class Listener {
     }
     if (typeof msg.queue === 'string') {
       const runAt = typeof msg.runAt === 'string' ? new Date(msg.runAt) : undefined;
-      this.subject.next({ type: 'jobs', queue: msg.queue, runAt: runAt && !Number.isNaN(runAt.getTime()) ? runAt : undefined });
+      const valid = runAt && !Number.isNaN(runAt.getTime()) ? runAt : undefined;
+      // a notification without `due` (sent by hand) is taken as due
+      this.subject.next({ type: 'jobs', queue: msg.queue, due: msg.due !== false || !valid, runAt: valid });
     } else if (typeof msg.cancel === 'string' || typeof msg.cancel === 'number') {
       this.subject.next({ type: 'cancel', id: String(msg.cancel) });
     }

@@ -153,11 +153,17 @@ export class DueTimes {
     private readonly recheckMs = 50,
   ) {}
 
-  /** `at` is in the database's clock; `offsetMs` = database clock minus local clock. */
+  /**
+   * A job becomes due at `at`, which the database judged to be in the future. `at` is in the
+   * database's clock; `offsetMs` = database clock minus local clock.
+   */
   add(at: Date, offsetMs: number): void {
     const local = at.getTime() - offsetMs + this.marginMs;
-    if (local <= Date.now()) {
+    const now = Date.now();
+    if (local <= now) {
+      // due already by our estimate of the database clock, which may be off: look again soon
       this.onDue();
+      this.insert({ at: now + this.recheckMs, recheck: true });
       return;
     }
     this.insert({ at: local, recheck: false });

@@ -206,15 +206,12 @@ export class Worker {
       if (e.type === 'connected' && this.state === 'running') this.metrics.listenerReconnected();
     });
     const wakeups = merge(
-      // a job notification for one of our queues; a delayed one arms a timer instead
+      // jobs runnable now in one of our queues; jobs due later arm a timer
       events.pipe(
         filter((e) => e.type === 'jobs' && queues.has(e.queue)),
         filter((e) => {
-          if (e.type !== 'jobs' || !e.runAt) return true;
-          const dueInMs = e.runAt.getTime() - this.heartbeat!.clockOffsetMs - Date.now();
-          if (dueInMs <= 0) return true;
-          dueTimes.add(e.runAt, this.heartbeat!.clockOffsetMs);
-          return false;
+          if (e.type === 'jobs' && e.runAt) dueTimes.add(e.runAt, this.heartbeat!.clockOffsetMs);
+          return e.type === 'jobs' && e.due;
         }),
       ),
       // after every (re)connect: notifications sent while disconnected are lost

@@ -65,11 +65,14 @@ describe('enqueueing', () => {
     expect(notes.map((n) => (n as { queue: string }).queue).sort()).to.deep.equal(['a', 'b']);
   });
 
-  it('names the earliest run_at of a delayed insert in the notification', async () => {
+  it('says whether jobs are due now, and names the earliest future run_at', async () => {
     const at = new Date(Date.now() + 60_000);
     const notes = await notificationsOf(() => addJob(pool, { task: 'later', queue: 'delayed', runAt: at }));
     expect(notes).to.have.length(1);
+    expect(notes[0]).to.include({ queue: 'delayed', due: false });
     expect(new Date((notes[0] as { runAt: string }).runAt).getTime()).to.equal(at.getTime());
+    const now = await notificationsOf(() => addJob(pool, { task: 'now', queue: 'delayed' }));
+    expect(now).to.deep.equal([{ queue: 'delayed', due: true, runAt: null }]);
   });
 
   it('keeps one unfinished job per job_key, and allows a new one once it finished', async () => {
