@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -22,6 +22,8 @@ function loadError(opts: Parameters<typeof loadConfig>[0]): ConfigError {
 }
 
 describe('configuration', () => {
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
   it('has working defaults with no file and no environment', () => {
     const c = loadConfig({ env: {} });
     expect(c.database.schema).to.equal('sluice');
