@@ -27,6 +27,15 @@ export class Metrics {
   private readonly notifications: client.Counter;
   private readonly reconnects: client.Counter;
   private sources: MetricsSources | undefined;
+  private readonly byJobKind = new Map<
+    string,
+    {
+      started: client.Counter.Internal;
+      completed: client.Counter.Internal;
+      duration: client.Histogram.Internal<'queue' | 'task'>;
+      lag: client.Histogram.Internal<'queue'>;
+    }
+  >();
 
   constructor() {
     const r = [this.registry];
@@ -98,20 +107,39 @@ export class Metrics {
   }
 
   jobStarted(l: Labels, lagMs: number): void {
-    this.started.inc(l);
-    this.lag.observe({ queue: l.queue }, Math.max(0, lagMs) / 1000);
+    const c = this.children(l);
+    c.started.inc();
+    c.lag.observe(Math.max(0, lagMs) / 1000);
   }
   jobCompleted(l: Labels, seconds: number): void {
-    this.completed.inc(l);
-    this.duration.observe(l, seconds);
+    const c = this.children(l);
+    c.completed.inc();
+    c.duration.observe(seconds);
   }
   jobRetried(l: Labels, seconds: number): void {
     this.retried.inc(l);
-    this.duration.observe(l, seconds);
+    this.children(l).duration.observe(seconds);
   }
   jobFailed(l: Labels, seconds: number): void {
     this.failed.inc(l);
-    this.duration.observe(l, seconds);
+    this.children(l).duration.observe(seconds);
+  }
+
+  // The per-job metrics, resolved once per queue and task: label lookups cost more than the
+  // increments themselves on a busy worker.
+  private children(l: Labels) {
+    const key = `${l.queue}\u0000${l.task}`;
+    let c = this.byJobKind.get(key);
+    if (!c) {
+      c = {
+        started: this.started.labels(l),
+        completed: this.completed.labels(l),
+        duration: this.duration.labels(l),
+        lag: this.lag.labels({ queue: l.queue }),
+      };
+      this.byJobKind.set(key, c);
+    }
+    return c;
   }
   jobCancelled(l: Labels): void {
     this.cancelled.inc(l);

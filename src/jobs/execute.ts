@@ -51,18 +51,29 @@ export interface ExecuteDeps {
 
 /** A job while this worker runs it; the worker aborts it through `abort`. */
 export class RunningJob {
-  readonly controller = new AbortController();
   abortedBy: AbortCause | undefined;
+  // made on first use: most handlers never look at their signal, and one costs microseconds
+  private controller: AbortController | undefined;
+  private abortReason: JobAbortedError | undefined;
   /** The handler has settled; only its outcome may still be on its way to the database. */
   handlerDone = false;
   private onAbort: ((cause: AbortCause) => void) | undefined;
 
   constructor(readonly job: ClaimedJob) {}
 
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortReason) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+
   abort(cause: AbortCause, message: string): void {
     if (this.abortedBy) return;
     this.abortedBy = cause;
-    this.controller.abort(new JobAbortedError(cause, message));
+    this.abortReason = new JobAbortedError(cause, message);
+    this.controller?.abort(this.abortReason);
     this.onAbort?.(cause);
   }
 
@@ -131,7 +142,9 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
         createdAt: job.createdAt,
         jobKey: job.jobKey,
       },
-      signal: running.controller.signal,
+      get signal() {
+        return running.signal;
+      },
       get log() {
         return log.logger;
       },
