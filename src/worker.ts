@@ -198,11 +198,9 @@ export class Worker {
     this.dueTimes = dueTimes;
     const events = listener.events$;
     this.stopRequested.subscribe(() => dueTimes.clear());
-    events.pipe(filter((e) => e.type === 'cancel')).subscribe((e) => {
-      if (e.type === 'cancel') this.running.get(e.id)?.abort('cancelled', 'the job was cancelled');
-    });
     events.subscribe((e) => {
       if (e.type === 'jobs' || e.type === 'cancel') this.metrics.notification();
+      if (e.type === 'cancel') this.running.get(e.id)?.abort('cancelled', 'the job was cancelled');
       if (e.type === 'connected' && this.state === 'running') this.metrics.listenerReconnected();
     });
     const wakeups = merge(
