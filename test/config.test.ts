@@ -5,7 +5,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { configSchema, loadConfig, redactedConfig, ConfigError } from '../src/config.js';
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-config-'));
+let dir: string;
 function file(name: string, text: string): string {
   const p = path.join(dir, name);
   writeFileSync(p, text);
@@ -22,6 +22,9 @@ function loadError(opts: Parameters<typeof loadConfig>[0]): ConfigError {
 }
 
 describe('configuration', () => {
+  before(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-config-'));
+  });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('has working defaults with no file and no environment', () => {
