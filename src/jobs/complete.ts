@@ -35,8 +35,7 @@ export class Completer {
 
   /** `resultJson` is the result already serialised (undefined: no result). */
   complete(job: ClaimedJob, resultJson: string | undefined): Promise<Written> {
-    const json = `{"id":${job.id},"token":${job.token},"result":${resultJson ?? 'null'}}`;
-    return this.enqueue(job, 'complete', json);
+    return this.enqueue(job, 'complete', completion(job, resultJson));
   }
 
   fail(job: ClaimedJob, error: string, retry: boolean, delayMs: number): Promise<Written> {
@@ -49,7 +48,7 @@ export class Completer {
     return this.pending.length + this.inFlight;
   }
 
-  /** Writes what is pending, then refuses nothing but stops retrying failed flushes after `deadline`. */
+  /** Writes what is pending for up to `timeoutMs`; what is still unwritten then is given up (and logged). */
   async drain(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while ((this.pending.length || this.flushing) && Date.now() < deadline) {
@@ -120,7 +119,11 @@ export async function completeInTransaction(
   job: ClaimedJob,
   resultJson: string | undefined,
 ): Promise<boolean> {
-  const json = `[{"id":${job.id},"token":${job.token},"result":${resultJson ?? 'null'}}]`;
-  const res = await client.query({ ...queries.complete_jobs, values: [json] });
+  const res = await client.query({ ...queries.complete_jobs, values: [`[${completion(job, resultJson)}]`] });
   return res.rowCount === 1;
+}
+
+/** One element of complete_jobs' array parameter. Ids and tokens are decimal strings from pg. */
+function completion(job: ClaimedJob, resultJson: string | undefined): string {
+  return `{"id":${job.id},"token":${job.token},"result":${resultJson ?? 'null'}}`;
 }
