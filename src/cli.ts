@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import pg from 'pg';
+import type pg from 'pg';
 import YAML from 'yaml';
 import {
   cancelJob,
@@ -29,7 +29,8 @@ import {
 } from './admin.js';
 import { checkBudget, readBudget, type Budget } from './budget.js';
 import { ConfigError, loadConfig, redactedConfig, redactUrl, type SluiceConfig } from './config.js';
-import { endPool, errorSummary } from './db/pool.js';
+import { createPool, endPool, errorSummary, poolOptions, withClient } from './db/pool.js';
+import { silentLogger } from './log.js';
 import { findLocalDatabase, noDatabaseMessage, type LocalDatabase } from './embedded/local-database.js';
 import type { HttpServer } from './http.js';
 import { addJob, InvalidJobError, type JobSpec } from './jobs/enqueue.js';
@@ -120,18 +121,10 @@ function isMissingSchema(err: unknown): boolean {
 async function withDatabase<T>(config: SluiceConfig, fn: (pool: pg.Pool, schema: string) => Promise<T>): Promise<T> {
   const url = databaseUrl(config);
   const schema = config.database.schema;
-  const pool = new pg.Pool({
-    connectionString: url,
-    max: 1,
-    connectionTimeoutMillis: config.database.connectionTimeoutMs,
-    application_name: 'sluice-cli',
-    statement_timeout: config.database.statementTimeoutMs || undefined,
-  });
-  pool.on('error', () => undefined);
+  const pool = createPool({ ...poolOptions({ ...config, database: { ...config.database, url } }, 'sluice-cli'), max: 1 }, silentLogger());
   try {
     try {
-      const client = await pool.connect();
-      client.release();
+      await withClient(pool, async () => undefined);
     } catch (err) {
       throw failure(`cannot connect to the database at ${redactUrl(url)}: ${errorSummary(err).message}`);
     }
