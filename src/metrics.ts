@@ -25,6 +25,8 @@ export class Metrics {
   private readonly duration: client.Histogram<'queue' | 'task'>;
   private readonly lag: client.Histogram<'queue'>;
   private readonly notifications: client.Counter;
+  private readonly claims: client.Counter;
+  private readonly claimedJobs: client.Counter;
   private readonly reconnects: client.Counter;
   private sources: MetricsSources | undefined;
   private readonly byJobKind = new Map<
@@ -63,6 +65,8 @@ export class Metrics {
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
       registers: r,
     });
+    this.claims = new client.Counter({ name: 'sluice_claims_total', help: 'Claim statements run (jobs claimed / claims = the average batch).', registers: r });
+    this.claimedJobs = new client.Counter({ name: 'sluice_claimed_jobs_total', help: 'Jobs taken by claim statements.', registers: r });
     this.notifications = new client.Counter({ name: 'sluice_notifications_total', help: 'Notifications received by the listener.', registers: r });
     this.reconnects = new client.Counter({ name: 'sluice_listener_reconnects_total', help: 'Times the listener connection was re-established.', registers: r });
     const self = this;
@@ -152,6 +156,10 @@ export class Metrics {
   }
   handlerStuck(l: Labels, delta: number): void {
     this.stuck.inc(l, delta);
+  }
+  claimed(jobs: number): void {
+    this.claims.inc();
+    if (jobs > 0) this.claimedJobs.inc(jobs);
   }
   notification(): void {
     this.notifications.inc();

@@ -2,7 +2,8 @@
 // there are free slots and hands them to mergeMap, so mergeMap never buffers: it only ever
 // receives a job for a slot that is free. Wake-ups are coalesced into one pending claim, so a
 // storm of notifications costs a counter, not memory. A slot that frees claims again unless the
-// last claim found the queues empty and nothing has woken the producer since.
+// last claim found the queues empty and nothing has woken the producer since. One claim at a
+// time: a batch as large as the free slots costs the database less than several small ones.
 import { Subject, Subscription, from, mergeMap, type Observable } from 'rxjs';
 import type { Logger } from './log.js';
 import { errorSummary } from './db/pool.js';
@@ -27,6 +28,7 @@ export class Pipeline {
   private drainedAt = -1;
   private claiming = false;
   private claimAgain = false;
+  private claimSoon = false;
   private claimFailures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -91,7 +93,7 @@ export class Pipeline {
       this.active--;
       this.free++;
       if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-      if (this.drainedAt !== this.wakeGeneration) this.requestClaim();
+      if (this.drainedAt !== this.wakeGeneration) this.requestClaimSoon();
     }
   }
 
@@ -102,23 +104,34 @@ export class Pipeline {
       return;
     }
     if (this.free === 0 || this.retryTimer) return;
-    void this.claimLoop();
+    void this.claim();
   }
 
-  private async claimLoop(): Promise<void> {
+  /**
+   * Claims on the next turn of the event loop, once the jobs that settle in this turn have freed
+   * their slots too: one claim for all of them, instead of a claim for the first slot to free and
+   * another for the rest (a split that, once made, would repeat batch after batch).
+   */
+  private requestClaimSoon(): void {
+    if (this.claimSoon) return;
+    this.claimSoon = true;
+    setImmediate(() => {
+      this.claimSoon = false;
+      this.requestClaim();
+    });
+  }
+
+  private async claim(): Promise<void> {
     this.claiming = true;
+    this.claimAgain = false;
     try {
-      do {
-        this.claimAgain = false;
-        if (this.stopped || this.free === 0) break;
-        const generation = this.wakeGeneration;
-        const want = this.free;
-        const jobs = await this.opts.claim(want);
-        this.claimFailures = 0;
-        if (jobs.length < want) this.drainedAt = generation;
-        this.free -= jobs.length;
-        for (const job of jobs) this.jobs$.next(job);
-      } while (this.claimAgain || (this.free > 0 && this.drainedAt !== this.wakeGeneration));
+      const generation = this.wakeGeneration;
+      const want = this.free;
+      const jobs = await this.opts.claim(want);
+      this.claimFailures = 0;
+      if (jobs.length < want) this.drainedAt = generation;
+      this.free -= jobs.length;
+      for (const job of jobs) this.jobs$.next(job);
     } catch (err) {
       this.claimFailures++;
       const delay = Math.random() * Math.min(10_000, 50 * 2 ** Math.min(this.claimFailures, 10));
@@ -130,8 +143,8 @@ export class Pipeline {
     } finally {
       this.claiming = false;
     }
-    // a wake-up that raced the end of the loop
-    if (this.claimAgain && !this.retryTimer) this.requestClaim();
+    // woken during the claim, or slots still free and the queues not known to be empty
+    if (this.claimAgain || (this.free > 0 && this.drainedAt !== this.wakeGeneration)) this.requestClaimSoon();
   }
 }
 

@@ -140,7 +140,11 @@ export class Worker {
     };
     const pipeline = new Pipeline({
       concurrency: config.worker.concurrency,
-      claim: (limit) => claimJobs(pool, this.queries, config.worker.queues, limit, this.identity.id),
+      claim: async (limit) => {
+        const jobs = await claimJobs(pool, this.queries, config.worker.queues, limit, this.identity.id);
+        this.metrics.claimed(jobs.length);
+        return jobs;
+      },
       run: (job) => this.run(job, deps),
       log,
     });

@@ -110,6 +110,19 @@ describe('worker', function () {
     expect(w.stats().buffered).to.equal(0);
   });
 
+  it('claims for all the slots that free together, not one claim per finished job', async () => {
+    const w = await startWorker(url, { noop: async () => undefined }, { worker: { concurrency: 50 } });
+    // separate statements, so wake-ups arrive while claims are under way
+    for (let i = 0; i < 10; i++) await pool.query("INSERT INTO sluice.jobs (task) SELECT 'noop' FROM generate_series(1, 500)");
+    await waitFor('5,000 jobs to complete', async () => (await statusCounts(pool)).completed === 5000, 60_000);
+    const metrics = await w.metrics.registry.getMetricsAsJSON();
+    const total = (name: string) => metrics.find((m) => m.name === name)!.values.reduce((sum, v) => sum + v.value, 0);
+    expect(total('sluice_claimed_jobs_total')).to.equal(5000);
+    // the no-op handlers of a batch settle in one turn of the event loop, so the next claim asks
+    // for all 50 slots (claiming as each slot freed averaged about 24 jobs a claim)
+    expect(total('sluice_claimed_jobs_total') / total('sluice_claims_total')).to.be.above(40);
+  });
+
   it('starts a delayed job at its run_at through a timer, not the safety poll', async () => {
     let startedAt = 0;
     const w = await startWorker(url, { later: async () => { startedAt = Date.now(); } }, { worker: { pollMs: 600_000 } });
