@@ -1,7 +1,12 @@
--- Put running jobs back to queued without spending their attempt (graceful shutdown).
--- $1 ids, $2 their fencing tokens.
-UPDATE :"schema".jobs j
-SET status = 'queued', attempts = greatest(j.attempts - 1, 0)
-FROM unnest($1::bigint[], $2::bigint[]) AS r(id, token)
-WHERE j.id = r.id AND j.lock_token = r.token AND j.status = 'running'
-RETURNING j.id
+-- Put running jobs back to queued without spending their attempt (graceful shutdown), and notify
+-- their queues. $1 ids, $2 their fencing tokens.
+WITH released AS (
+  UPDATE :"schema".jobs j
+  SET status = 'queued', attempts = greatest(j.attempts - 1, 0)
+  FROM unnest($1::bigint[], $2::bigint[]) AS r(id, token)
+  WHERE j.id = r.id AND j.lock_token = r.token AND j.status = 'running'
+  RETURNING j.id, j.queue, j.run_at
+), notified AS (
+  SELECT :"schema".notify_queued(array_agg(queue), array_agg(run_at)) FROM released
+)
+SELECT r.id FROM released r, notified
