@@ -12,59 +12,99 @@ export interface MetricsSources {
   queueStats(): Promise<{ queue: string; status: string; count: number; oldestRunnableSeconds: number | null }[]>;
 }
 
+interface JobFamilies {
+  started: client.Counter<'queue' | 'task'>;
+  completed: client.Counter<'queue' | 'task'>;
+  failed: client.Counter<'queue' | 'task'>;
+  retried: client.Counter<'queue' | 'task'>;
+  cancelled: client.Counter<'queue' | 'task'>;
+  fenced: client.Counter<'queue' | 'task'>;
+  stuck: client.Gauge<'queue' | 'task'>;
+  duration: client.Histogram<'queue' | 'task'>;
+  lag: client.Histogram<'queue'>;
+}
+
+/** The metrics of one queue and task, with the children of the every-job ones resolved once. */
+export class JobMetrics {
+  private readonly startedChild: client.Counter.Internal;
+  private readonly completedChild: client.Counter.Internal;
+  private readonly durationChild: client.Histogram.Internal<'queue' | 'task'>;
+  private readonly lagChild: client.Histogram.Internal<'queue'>;
+
+  constructor(private readonly f: JobFamilies, private readonly labels: Labels) {
+    this.startedChild = f.started.labels(labels);
+    this.completedChild = f.completed.labels(labels);
+    this.durationChild = f.duration.labels(labels);
+    this.lagChild = f.lag.labels({ queue: labels.queue });
+  }
+
+  started(lagMs: number): void {
+    this.startedChild.inc();
+    this.lagChild.observe(Math.max(0, lagMs) / 1000);
+  }
+  completed(seconds: number): void {
+    this.completedChild.inc();
+    this.durationChild.observe(seconds);
+  }
+  retried(seconds: number): void {
+    this.f.retried.inc(this.labels);
+    this.durationChild.observe(seconds);
+  }
+  failed(seconds: number): void {
+    this.f.failed.inc(this.labels);
+    this.durationChild.observe(seconds);
+  }
+  cancelled(): void {
+    this.f.cancelled.inc(this.labels);
+  }
+  fenced(): void {
+    this.f.fenced.inc(this.labels);
+  }
+  stuck(delta: number): void {
+    this.f.stuck.inc(this.labels, delta);
+  }
+}
+
 export class Metrics {
   readonly registry = new client.Registry();
-  private readonly started: client.Counter<'queue' | 'task'>;
-  private readonly completed: client.Counter<'queue' | 'task'>;
-  private readonly failed: client.Counter<'queue' | 'task'>;
-  private readonly retried: client.Counter<'queue' | 'task'>;
-  private readonly cancelled: client.Counter<'queue' | 'task'>;
+  private readonly counters: JobFamilies;
   private readonly rescued: client.Counter<'queue' | 'task'>;
-  private readonly fenced: client.Counter<'queue' | 'task'>;
-  private readonly stuck: client.Gauge<'queue' | 'task'>;
-  private readonly duration: client.Histogram<'queue' | 'task'>;
-  private readonly lag: client.Histogram<'queue'>;
   private readonly notifications: client.Counter;
   private readonly claims: client.Counter;
   private readonly claimedJobs: client.Counter;
   private readonly reconnects: client.Counter;
   private sources: MetricsSources | undefined;
-  private readonly byJobKind = new Map<
-    string,
-    {
-      started: client.Counter.Internal;
-      completed: client.Counter.Internal;
-      duration: client.Histogram.Internal<'queue' | 'task'>;
-      lag: client.Histogram.Internal<'queue'>;
-    }
-  >();
+  // label lookups cost more than the increments themselves on a busy worker: resolved once per kind
+  private readonly byJobKind = new Map<string, JobMetrics>();
 
   constructor() {
     const r = [this.registry];
     const jobCounter = (name: string, help: string) =>
       new client.Counter({ name, help, labelNames: ['queue', 'task'] as const, registers: r });
-    this.started = jobCounter('sluice_jobs_started_total', 'Jobs whose handler started.');
-    this.completed = jobCounter('sluice_jobs_completed_total', 'Jobs completed.');
-    this.failed = jobCounter('sluice_jobs_failed_total', 'Jobs failed for good (no attempts left, permanent error, unknown task).');
-    this.retried = jobCounter('sluice_jobs_retried_total', 'Failed attempts that will be retried.');
-    this.cancelled = jobCounter('sluice_jobs_cancelled_total', 'Running jobs whose handler was aborted by a cancellation.');
+    this.counters = {
+      started: jobCounter('sluice_jobs_started_total', 'Jobs whose handler started.'),
+      completed: jobCounter('sluice_jobs_completed_total', 'Jobs completed.'),
+      failed: jobCounter('sluice_jobs_failed_total', 'Jobs failed for good (no attempts left, permanent error, unknown task).'),
+      retried: jobCounter('sluice_jobs_retried_total', 'Failed attempts that will be retried.'),
+      cancelled: jobCounter('sluice_jobs_cancelled_total', 'Running jobs whose handler was aborted by a cancellation.'),
+      fenced: jobCounter('sluice_outcomes_fenced_total', 'Outcomes refused because the job was cancelled, rescued or re-claimed meanwhile.'),
+      stuck: new client.Gauge({ name: 'sluice_handlers_stuck', help: 'Aborted handlers that have not settled yet (they keep their slot).', labelNames: ['queue', 'task'] as const, registers: r }),
+      duration: new client.Histogram({
+        name: 'sluice_job_duration_seconds',
+        help: 'Handler run time until the outcome was written.',
+        labelNames: ['queue', 'task'] as const,
+        buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300],
+        registers: r,
+      }),
+      lag: new client.Histogram({
+        name: 'sluice_job_lag_seconds',
+        help: 'Time from a job being due (run_at) to its start.',
+        labelNames: ['queue'] as const,
+        buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+        registers: r,
+      }),
+    };
     this.rescued = jobCounter('sluice_jobs_rescued_total', 'Jobs of dead workers put back to queued (or failed) by this worker.');
-    this.fenced = jobCounter('sluice_outcomes_fenced_total', 'Outcomes refused because the job was cancelled, rescued or re-claimed meanwhile.');
-    this.stuck = new client.Gauge({ name: 'sluice_handlers_stuck', help: 'Aborted handlers that have not settled yet (they keep their slot).', labelNames: ['queue', 'task'] as const, registers: r });
-    this.duration = new client.Histogram({
-      name: 'sluice_job_duration_seconds',
-      help: 'Handler run time until the outcome was written.',
-      labelNames: ['queue', 'task'] as const,
-      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300],
-      registers: r,
-    });
-    this.lag = new client.Histogram({
-      name: 'sluice_job_lag_seconds',
-      help: 'Time from a job being due (run_at) to its start.',
-      labelNames: ['queue'] as const,
-      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
-      registers: r,
-    });
     this.claims = new client.Counter({ name: 'sluice_claims_total', help: 'Claim statements run (jobs claimed / claims = the average batch).', registers: r });
     this.claimedJobs = new client.Counter({ name: 'sluice_claimed_jobs_total', help: 'Jobs taken by claim statements.', registers: r });
     this.notifications = new client.Counter({ name: 'sluice_notifications_total', help: 'Notifications received by the listener.', registers: r });
@@ -110,52 +150,18 @@ export class Metrics {
     this.sources = sources;
   }
 
-  jobStarted(l: Labels, lagMs: number): void {
-    const c = this.children(l);
-    c.started.inc();
-    c.lag.observe(Math.max(0, lagMs) / 1000);
-  }
-  jobCompleted(l: Labels, seconds: number): void {
-    const c = this.children(l);
-    c.completed.inc();
-    c.duration.observe(seconds);
-  }
-  jobRetried(l: Labels, seconds: number): void {
-    this.retried.inc(l);
-    this.children(l).duration.observe(seconds);
-  }
-  jobFailed(l: Labels, seconds: number): void {
-    this.failed.inc(l);
-    this.children(l).duration.observe(seconds);
-  }
-
-  // The per-job metrics, resolved once per queue and task: label lookups cost more than the
-  // increments themselves on a busy worker.
-  private children(l: Labels) {
-    const key = `${l.queue}\u0000${l.task}`;
-    let c = this.byJobKind.get(key);
-    if (!c) {
-      c = {
-        started: this.started.labels(l),
-        completed: this.completed.labels(l),
-        duration: this.duration.labels(l),
-        lag: this.lag.labels({ queue: l.queue }),
-      };
-      this.byJobKind.set(key, c);
+  /** The metrics of one kind of job, made once per queue and task. */
+  forJob(queue: string, task: string): JobMetrics {
+    const key = `${queue}\u0000${task}`;
+    let m = this.byJobKind.get(key);
+    if (!m) {
+      m = new JobMetrics(this.counters, { queue, task });
+      this.byJobKind.set(key, m);
     }
-    return c;
-  }
-  jobCancelled(l: Labels): void {
-    this.cancelled.inc(l);
+    return m;
   }
   jobRescued(l: Labels): void {
     this.rescued.inc(l);
-  }
-  writeFenced(l: Labels): void {
-    this.fenced.inc(l);
-  }
-  handlerStuck(l: Labels, delta: number): void {
-    this.stuck.inc(l, delta);
   }
   claimed(jobs: number): void {
     this.claims.inc();

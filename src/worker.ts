@@ -5,14 +5,14 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type pg from 'pg';
-import { filter, interval, merge, Subject } from 'rxjs';
+import { filter, interval, merge, Subject, tap } from 'rxjs';
 import { loadConfig, type ConfigInput, type SluiceConfig } from './config.js';
 import { createPool, endPool, errorSummary, poolOptions, withClient } from './db/pool.js';
 import { channelFor, loadQueries, type Queries } from './db/sql.js';
 import { claimJobs, type ClaimedJob } from './jobs/claim.js';
 import { Completer } from './jobs/complete.js';
 import { addJob, addJobs, type JobSpec } from './jobs/enqueue.js';
-import { executeJob, RunningJob, type ExecuteDeps } from './jobs/execute.js';
+import { executeJob, jobDb, RunningJob, type ExecuteDeps } from './jobs/execute.js';
 import { Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
 import { Heartbeat, registerWorker, deregisterWorker, type WorkerIdentity } from './maintenance/heartbeat.js';
@@ -128,6 +128,7 @@ export class Worker {
     this.completer = new Completer(pool, this.queries, log);
     const deps: ExecuteDeps = {
       pool,
+      db: jobDb(pool),
       queries: this.queries,
       completer: this.completer,
       tasks,
@@ -211,10 +212,10 @@ export class Worker {
       // jobs runnable now in one of our queues; jobs due later arm a timer
       events.pipe(
         filter((e) => e.type === 'jobs' && queues.has(e.queue)),
-        filter((e) => {
+        tap((e) => {
           if (e.type === 'jobs' && e.runAt) dueTimes.add(e.runAt, this.heartbeat!.clockOffsetMs);
-          return e.type === 'jobs' && e.due;
         }),
+        filter((e) => e.type === 'jobs' && e.due),
       ),
       // after every (re)connect: notifications sent while disconnected are lost
       events.pipe(filter((e) => e.type === 'connected')),

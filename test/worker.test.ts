@@ -170,9 +170,10 @@ describe('worker', function () {
   it('commits handler writes and completion together, or rolls both back', async () => {
     await pool.query('CREATE TABLE IF NOT EXISTS public.outputs (job_id bigint PRIMARY KEY, value text)');
     const w = await startWorker(url, {
-      write: async (p: { fail?: boolean }, ctx: JobContext) =>
-        ctx.completeInTransaction(async (tx) => {
-          await tx.query('INSERT INTO public.outputs VALUES ($1, $2)', [ctx.job.id, 'written']);
+      // handlers often destructure their ctx: every part must work detached from it
+      write: async (p: { fail?: boolean }, { job, completeInTransaction }: JobContext) =>
+        completeInTransaction(async (tx) => {
+          await tx.query('INSERT INTO public.outputs VALUES ($1, $2)', [job.id, 'written']);
           if (p.fail) throw new Error('failed after writing');
           return { wrote: 1 };
         }),
@@ -187,10 +188,10 @@ describe('worker', function () {
 
   it('gives handlers ctx.db on the same bounded pool', async () => {
     const w = await startWorker(url, {
-      count: async (_p: unknown, ctx: JobContext) => {
-        const a = await ctx.db.query<{ n: number }>('SELECT 1 + 1 AS n');
-        const b = await ctx.db.withClient(async (c) => (await c.query('SELECT current_setting($1) AS v', ['application_name'])).rows[0].v);
-        const c = await ctx.db.transaction(async (tx) => (await tx.query('SELECT 3 AS n')).rows[0].n);
+      count: async (_p: unknown, { db: { query, withClient, transaction } }: JobContext) => {
+        const a = await query<{ n: number }>('SELECT 1 + 1 AS n');
+        const b = await withClient(async (c) => (await c.query('SELECT current_setting($1) AS v', ['application_name'])).rows[0].v);
+        const c = await transaction(async (tx) => (await tx.query('SELECT 3 AS n')).rows[0].n);
         return { a: a.rows[0]!.n, b, c };
       },
     }, { database: { poolSize: 2 }, worker: { concurrency: 6 } });

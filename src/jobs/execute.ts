@@ -5,8 +5,8 @@ import type pg from 'pg';
 import { transaction, withClient } from '../db/pool.js';
 import type { Queries } from '../db/sql.js';
 import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
-import { isPermanent, type JobContext, type TaskDefinition } from '../tasks.js';
+import type { JobMetrics, Metrics } from '../metrics.js';
+import { isPermanent, type JobContext, type JobDb, type JobInfo, type TaskDefinition } from '../tasks.js';
 import type { ClaimedJob } from './claim.js';
 import { completeInTransaction, type Completer } from './complete.js';
 
@@ -45,6 +45,8 @@ export interface ExecuteDeps {
   retryMaxMs: number;
   /** After an abort, how long a handler may take to settle before it is reported stuck. */
   stuckAfterMs: number;
+  /** ctx.db of every handler (see jobDb). */
+  db: JobDb;
   log: Logger;
   metrics: Metrics;
 }
@@ -79,6 +81,7 @@ export class RunningJob {
 
   whenAborted(fn: (cause: AbortCause) => void): void {
     this.onAbort = fn;
+    if (this.abortedBy) fn(this.abortedBy);
   }
 }
 
@@ -110,6 +113,77 @@ type Outcome =
   /** Released (shutdown), cancelled or lost: nothing to write. */
   | { kind: 'abandoned' };
 
+const ABANDONED: Outcome = { kind: 'abandoned' };
+
+/** The `ctx.db` of every handler of a worker: the worker's own bounded pool. */
+export function jobDb(pool: pg.Pool): JobDb {
+  return {
+    query: (text, params) => pool.query(text, params as unknown[]),
+    withClient: (fn) => withClient(pool, fn),
+    transaction: (fn) => transaction(pool, fn),
+  };
+}
+
+/** The ctx a handler receives. Its parts are made on first use: most handlers touch few of them. */
+class HandlerContext implements JobContext {
+  completedInTransaction = false;
+  private info: JobInfo | undefined;
+
+  constructor(
+    private readonly running: RunningJob,
+    private readonly jobLog: JobLog,
+    private readonly metrics: JobMetrics,
+    private readonly deps: ExecuteDeps,
+  ) {}
+
+  get job(): JobInfo {
+    const j = this.running.job;
+    this.info ??= {
+      id: j.id,
+      task: j.task,
+      queue: j.queue,
+      attempt: j.attempt,
+      maxAttempts: j.maxAttempts,
+      priority: j.priority,
+      runAt: j.runAt,
+      createdAt: j.createdAt,
+      jobKey: j.jobKey,
+    };
+    return this.info;
+  }
+
+  get signal(): AbortSignal {
+    return this.running.signal;
+  }
+
+  get log(): Logger {
+    return this.jobLog.logger;
+  }
+
+  get db(): JobDb {
+    return this.deps.db;
+  }
+
+  // a getter, so that `const { completeInTransaction } = ctx` works too
+  get completeInTransaction(): JobContext['completeInTransaction'] {
+    return (fn) => this.runInTransaction(fn);
+  }
+
+  private runInTransaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const { job } = this.running;
+    return transaction(this.deps.pool, async (client) => {
+      const result = await fn(client);
+      if (!(await completeInTransaction(client, this.deps.queries, job, serializeResult(result)))) {
+        this.metrics.fenced();
+        this.jobLog.logger.warn('job is no longer held by this worker (cancelled or rescued meanwhile); its transaction was rolled back');
+        throw new JobAbortedError('lost', `job ${job.id} is no longer held by this worker (cancelled or rescued); its transaction was rolled back`);
+      }
+      this.completedInTransaction = true;
+      return result;
+    });
+  }
+}
+
 /**
  * Runs the handler and starts writing its outcome. Resolves once the handler has settled (its
  * slot may be reused), with `written` resolving once the outcome is in the database.
@@ -117,88 +191,57 @@ type Outcome =
 export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promise<{ written: Promise<void> }> {
   const { job } = running;
   const log = new JobLog(deps.log, job);
-  const labels = { queue: job.queue, task: job.task };
+  const metrics = deps.metrics.forJob(job.queue, job.task);
   const def = deps.tasks.get(job.task);
   const started = performance.now();
-  deps.metrics.jobStarted(labels, Date.now() - job.runAt.getTime());
+  metrics.started(Date.now() - job.runAt.getTime());
   log.debug('job started');
 
-  let settled: Promise<unknown> = Promise.resolve();
+  let handlerDone: Promise<unknown> | undefined;
   let outcome: Outcome;
   if (!def) {
     const known = [...deps.tasks.keys()].sort().join(', ') || 'none';
     outcome = { kind: 'failed', retry: false, error: `unknown task "${job.task}": this worker has no handler for it (known tasks: ${known})` };
   } else {
-    let completedInTx = false;
-    const ctx: JobContext = {
-      job: {
-        id: job.id,
-        task: job.task,
-        queue: job.queue,
-        attempt: job.attempt,
-        maxAttempts: job.maxAttempts,
-        priority: job.priority,
-        runAt: job.runAt,
-        createdAt: job.createdAt,
-        jobKey: job.jobKey,
-      },
-      get signal() {
-        return running.signal;
-      },
-      get log() {
-        return log.logger;
-      },
-      db: {
-        query: (text, params) => deps.pool.query(text, params as unknown[]),
-        withClient: (fn) => withClient(deps.pool, fn),
-        transaction: (fn) => transaction(deps.pool, fn),
-      },
-      completeInTransaction: (fn) =>
-        transaction(deps.pool, async (client) => {
-          const result = await fn(client);
-          if (!(await completeInTransaction(client, deps.queries, job, serializeResult(result)))) {
-            deps.metrics.writeFenced(labels);
-            log.logger.warn('job is no longer held by this worker (cancelled or rescued meanwhile); its transaction was rolled back');
-            throw new JobAbortedError('lost', `job ${job.id} is no longer held by this worker (cancelled or rescued); its transaction was rolled back`);
-          }
-          completedInTx = true;
-          return result;
-        }),
-    };
-
-    const handlerDone = (async () => def.handler(job.payload, ctx))();
-    settled = handlerDone.then(() => undefined, () => undefined);
-    const timeoutMs = def.timeoutMs ?? deps.defaultTimeoutMs;
-    const timer = timeoutMs > 0 ? setTimeout(() => running.abort('timeout', `job timed out after ${timeoutMs} ms`), timeoutMs) : undefined;
-    const aborted = new Promise<Outcome>((resolve) => {
-      running.whenAborted((cause) => {
-        if (cause === 'timeout') resolve({ kind: 'failed', retry: true, error: `JobTimeoutError: job timed out after ${timeoutMs} ms` });
-        else resolve({ kind: 'abandoned' });
-      });
-    });
-    const finished = handlerDone.then(
-      (result): Outcome => {
-        if (completedInTx) return { kind: 'completed-in-transaction' };
-        try {
-          return { kind: 'completed', resultJson: serializeResult(result) };
-        } catch (err) {
-          return { kind: 'failed', retry: false, error: `the handler's result is not JSON: ${(err as Error).message}` };
-        }
-      },
-      (err): Outcome =>
-        running.abortedBy && running.abortedBy !== 'timeout'
-          ? { kind: 'abandoned' }
-          : { kind: 'failed', retry: !isPermanent(err), error: describeError(err) },
-    );
+    const ctx = new HandlerContext(running, log, metrics, deps);
     try {
-      outcome = await Promise.race([finished, aborted]);
-    } finally {
-      clearTimeout(timer);
+      handlerDone = Promise.resolve(def.handler(job.payload, ctx));
+    } catch (err) {
+      handlerDone = Promise.reject(err);
     }
+    const done = handlerDone;
+    const timeoutMs = def.timeoutMs ?? deps.defaultTimeoutMs;
+    // settled by whichever comes first: the handler, or an abort (timeout, cancel, loss, shutdown)
+    outcome = await new Promise<Outcome>((settle) => {
+      const timer = timeoutMs > 0 ? setTimeout(() => running.abort('timeout', `job timed out after ${timeoutMs} ms`), timeoutMs) : undefined;
+      running.whenAborted((cause) => {
+        clearTimeout(timer);
+        settle(cause === 'timeout' ? { kind: 'failed', retry: true, error: `JobTimeoutError: job timed out after ${timeoutMs} ms` } : ABANDONED);
+      });
+      done.then(
+        (result) => {
+          clearTimeout(timer);
+          if (ctx.completedInTransaction) return settle({ kind: 'completed-in-transaction' });
+          try {
+            settle({ kind: 'completed', resultJson: serializeResult(result) });
+          } catch (err) {
+            settle({ kind: 'failed', retry: false, error: `the handler's result is not JSON: ${(err as Error).message}` });
+          }
+        },
+        (err) => {
+          clearTimeout(timer);
+          settle(
+            running.abortedBy && running.abortedBy !== 'timeout'
+              ? ABANDONED
+              : { kind: 'failed', retry: !isPermanent(err), error: describeError(err) },
+          );
+        },
+      );
+    });
   }
 
-  const written = writeOutcome(running, outcome, deps, log, labels, (performance.now() - started) / 1000);
-  if (running.abortedBy) await waitForStuckHandler(settled, running, deps, log, labels);
+  const written = writeOutcome(running, outcome, deps, log, metrics, (performance.now() - started) / 1000);
+  if (running.abortedBy && handlerDone) await waitForStuckHandler(handlerDone, running, deps, log, metrics);
   return { written };
 }
 
@@ -207,14 +250,14 @@ async function writeOutcome(
   outcome: Outcome,
   deps: ExecuteDeps,
   log: JobLog,
-  labels: { queue: string; task: string },
+  metrics: JobMetrics,
   seconds: number,
 ): Promise<void> {
   const { job } = running;
   switch (outcome.kind) {
     case 'abandoned':
       if (running.abortedBy === 'cancelled') {
-        deps.metrics.jobCancelled(labels);
+        metrics.cancelled();
         log.logger.info('job cancelled; its handler was aborted');
       } else if (running.abortedBy === 'lost') {
         log.logger.warn('job is no longer held by this worker (rescued or re-claimed elsewhere); its handler was aborted and its outcome discarded');
@@ -223,16 +266,16 @@ async function writeOutcome(
       }
       return;
     case 'completed-in-transaction':
-      deps.metrics.jobCompleted(labels, seconds);
+      metrics.completed(seconds);
       log.debug('job completed in its own transaction');
       return;
     case 'completed': {
       const w = await deps.completer.complete(job, outcome.resultJson);
       if (w.applied) {
-        deps.metrics.jobCompleted(labels, seconds);
+        metrics.completed(seconds);
         log.debug('job completed');
       } else {
-        deps.metrics.writeFenced(labels);
+        metrics.fenced();
         log.logger.warn('job finished but is no longer held by this worker (cancelled or rescued meanwhile); its result was not written');
       }
       return;
@@ -241,13 +284,13 @@ async function writeOutcome(
       const delay = retryDelayMs(job.attempt, deps.retryBaseMs, deps.retryMaxMs);
       const w = await deps.completer.fail(job, outcome.error, outcome.retry, delay);
       if (!w.applied) {
-        deps.metrics.writeFenced(labels);
+        metrics.fenced();
         log.logger.warn('job failed but is no longer held by this worker (cancelled or rescued meanwhile); the failure was not written');
       } else if (w.status === 'queued') {
-        deps.metrics.jobRetried(labels, seconds);
+        metrics.retried(seconds);
         log.logger.warn({ error: firstLine(outcome.error), retryInMs: Math.round(delay) }, 'job failed; will retry');
       } else {
-        deps.metrics.jobFailed(labels, seconds);
+        metrics.failed(seconds);
         log.logger.error({ error: firstLine(outcome.error), permanent: !outcome.retry }, 'job failed for good');
       }
     }
@@ -255,12 +298,13 @@ async function writeOutcome(
 }
 
 async function waitForStuckHandler(
-  settled: Promise<unknown>,
+  handlerDone: Promise<unknown>,
   running: RunningJob,
   deps: ExecuteDeps,
   log: JobLog,
-  labels: { queue: string; task: string },
+  metrics: JobMetrics,
 ): Promise<void> {
+  const settled = handlerDone.then(() => 'settled' as const, () => 'settled' as const);
   let timer: NodeJS.Timeout | undefined;
   const stuck = new Promise<'stuck'>((resolve) => {
     timer = setTimeout(() => resolve('stuck'), deps.stuckAfterMs);
@@ -268,10 +312,10 @@ async function waitForStuckHandler(
   const first = await Promise.race([settled, stuck]);
   clearTimeout(timer);
   if (first === 'stuck') {
-    deps.metrics.handlerStuck(labels, 1);
+    metrics.stuck(1);
     log.logger.warn({ reason: running.abortedBy }, `handler ignores its AbortSignal: still running ${deps.stuckAfterMs} ms after the abort; it keeps its slot`);
     await settled;
-    deps.metrics.handlerStuck(labels, -1);
+    metrics.stuck(-1);
     log.logger.info('stuck handler finally settled; its slot is free');
   }
 }
