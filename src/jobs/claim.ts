@@ -16,8 +16,6 @@ export interface ClaimedJob {
   token: string;
   jobKey: string | null;
   createdAt: Date;
-  /** When this worker received the job. */
-  claimedAt: number;
 }
 
 export async function claimJobs(
@@ -30,19 +28,17 @@ export async function claimJobs(
   const res = await withClient(pool, (client) =>
     client.query({ ...queries.claim_jobs, values: [queues, limit, workerId] }),
   );
-  const now = Date.now();
   return res.rows.map((r) => ({
     id: String(r.id),
     queue: r.queue,
     task: r.task,
     payload: r.payload,
     priority: r.priority,
-    runAt: r.run_at,
+    runAt: new Date(r.run_at_ms),
     attempt: r.attempts,
     maxAttempts: r.max_attempts,
     token: String(r.lock_token),
     jobKey: r.job_key,
-    createdAt: r.created_at,
-    claimedAt: now,
+    createdAt: new Date(r.created_at_ms),
   }));
 }
