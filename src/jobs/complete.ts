@@ -102,8 +102,8 @@ export class Completer {
         : undefined;
       return { completed, failed };
     });
-    const done = new Set((completed?.rows ?? []).map((r) => String(r.id)));
-    for (const p of completes) p.resolve(done.has(p.job.id) ? { applied: true, status: 'completed' } : { applied: false });
+    const refused = new Set((completed?.rows ?? []).map((r) => String(r.refused)));
+    for (const p of completes) p.resolve(refused.has(p.job.id) ? { applied: false } : { applied: true, status: 'completed' });
     const statusById = new Map((failed?.rows ?? []).map((r) => [String(r.id), r.status as 'queued' | 'failed']));
     for (const p of fails) {
       const status = statusById.get(p.job.id);
@@ -120,7 +120,7 @@ export async function completeInTransaction(
   resultJson: string | undefined,
 ): Promise<boolean> {
   const res = await client.query({ ...queries.complete_jobs, values: [`[${completion(job, resultJson)}]`] });
-  return res.rowCount === 1;
+  return res.rows.length === 0;
 }
 
 /** One element of complete_jobs' array parameter. Ids and tokens are decimal strings from pg. */
