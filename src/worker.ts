@@ -387,14 +387,7 @@ export class Worker {
   }
 
   private async queueStats() {
-    const schema = this.config.database.schema;
-    const res = await withClient(this.db, (c) =>
-      c.query(
-        `SELECT queue, status, count(*)::int AS n,
-                extract(epoch FROM now() - min(run_at) FILTER (WHERE status = 'queued' AND run_at <= now()))::float8 AS oldest
-         FROM "${schema}".jobs WHERE status IN ('queued', 'running') GROUP BY queue, status`,
-      ),
-    );
+    const res = await withClient(this.db, (c) => c.query(this.queries.queue_depth));
     return res.rows.map((r) => ({ queue: r.queue, status: r.status, count: r.n, oldestRunnableSeconds: r.oldest }));
   }
 }

@@ -80,6 +80,7 @@ export const queryNames = [
   'rescue_jobs',
   'prune_jobs',
   'lost_jobs',
+  'queue_depth',
 ] as const;
 export type QueryName = (typeof queryNames)[number];
 

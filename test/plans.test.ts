@@ -1,0 +1,68 @@
+// Claiming and the other statements a worker runs all the time must not read the finished
+// jobs: with a table that holds many of them, every statement's plan reaches sluice.jobs through
+// an index, never a sequential scan.
+import { expect } from 'chai';
+import pg from 'pg';
+import { loadQueries, type QueryName } from '../src/db/sql.js';
+import { createTestDatabase } from './support/db.js';
+import { migrated } from './support/worker.js';
+
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  Plans?: PlanNode[];
+}
+
+function scansOf(node: PlanNode, out: string[] = []): string[] {
+  if (node['Relation Name'] === 'jobs') out.push(node['Node Type']);
+  for (const child of node.Plans ?? []) scansOf(child, out);
+  return out;
+}
+
+describe('query plans with 300,000 finished jobs', function () {
+  let pool: pg.Pool;
+  const q = loadQueries('sluice');
+
+  before(async function () {
+    this.timeout(120_000);
+    pool = await migrated(await createTestDatabase());
+    await pool.query(`
+      INSERT INTO sluice.jobs (task, status, attempts, run_at, created_at, started_at, finished_at)
+      SELECT 'old', CASE WHEN g % 10 = 0 THEN 'failed' ELSE 'completed' END, 1, t, t, t, t
+      FROM (SELECT g, now() - make_interval(secs => g / 100.0) AS t FROM generate_series(1, 300000) g) s`);
+    await pool.query("INSERT INTO sluice.jobs (task) SELECT 'new' FROM generate_series(1, 100)");
+    await pool.query("UPDATE sluice.jobs SET status = 'running', locked_by = 'w1', lock_token = 1 WHERE id IN (SELECT id FROM sluice.jobs WHERE status = 'queued' LIMIT 10)");
+    await pool.query('ANALYZE sluice.jobs');
+  });
+  after(() => pool.end());
+
+  const element = { id: 1, token: 1, result: null, error: 'x', retry: true, delay_ms: 10 };
+  const params: Partial<Record<QueryName, unknown[]>> = {
+    claim_jobs: [['default', 'other'], 50, 'w1'],
+    complete_jobs: [JSON.stringify(Array.from({ length: 50 }, (_, i) => ({ ...element, id: i + 1 })))],
+    fail_jobs: [JSON.stringify([element])],
+    release_jobs: [[1, 2], [1, 1]],
+    release_orphans: ['w1', [1, 2], 10_000],
+    lost_jobs: [[1, 2], [1, 1]],
+    rescue_jobs: [15_000],
+    prune_jobs: [86_400_000, 7 * 86_400_000, 1000],
+    queue_depth: [],
+  };
+
+  for (const [name, values] of Object.entries(params) as [QueryName, unknown[]][]) {
+    it(`${name} reads sluice.jobs through indexes only`, async () => {
+      const res = await pool.query({ text: `EXPLAIN (FORMAT JSON) ${q[name].text}`, values });
+      const scans = scansOf(res.rows[0]['QUERY PLAN'][0].Plan);
+      expect(scans, `${name} scans jobs with: ${scans.join(', ')}`).to.not.be.empty;
+      expect(scans, `${name} scans jobs with: ${scans.join(', ')}`).to.not.include('Seq Scan');
+    });
+  }
+
+  it('every query that touches sluice.jobs is checked here', () => {
+    const touching = Object.entries(q)
+      .filter(([, query]) => query.text.includes('"sluice".jobs'))
+      .map(([name]) => name)
+      .sort();
+    expect(touching).to.deep.equal(Object.keys(params).sort());
+  });
+});
