@@ -200,6 +200,12 @@ export const configSchema = {
       default: 60000,
       env: 'SLUICE_PRUNE_EVERY_MS',
     },
+    vacuumDeadRows: {
+      doc: 'Vacuum the jobs table (one worker at a time, checked every 5 s) once it holds more dead row versions than this, instead of waiting for autovacuum: dead versions slow claiming down. Needs the table owner role; 0 leaves it to autovacuum.',
+      format: 'int>=0',
+      default: 100000,
+      env: 'SLUICE_VACUUM_DEAD_ROWS',
+    },
   },
   http: {
     enabled: {
@@ -264,6 +270,7 @@ export interface SluiceConfig {
     keepCompletedMs: number;
     keepFailedMs: number;
     pruneEveryMs: number;
+    vacuumDeadRows: number;
   };
   http: { enabled: boolean; host: string; port: number };
   log: { level: string; format: 'auto' | 'json' | 'pretty' };

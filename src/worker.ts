@@ -17,6 +17,7 @@ import { Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
 import { Heartbeat, registerWorker, deregisterWorker, type WorkerIdentity } from './maintenance/heartbeat.js';
 import { Pruner } from './maintenance/pruner.js';
+import { Vacuumer } from './maintenance/vacuumer.js';
 import { Rescuer } from './maintenance/rescuer.js';
 import { Metrics } from './metrics.js';
 import { checkBudget, readBudget } from './budget.js';
@@ -53,6 +54,7 @@ export class Worker {
   private heartbeat: Heartbeat | undefined;
   private rescuer: Rescuer | undefined;
   private pruner: Pruner | undefined;
+  private vacuumer: Vacuumer | undefined;
   private completer: Completer | undefined;
   private dueTimes: DueTimes | undefined;
   private readonly running = new Map<string, RunningJob>();
@@ -191,6 +193,15 @@ export class Worker {
       everyMs: config.worker.pruneEveryMs,
       log,
     });
+    this.vacuumer = new Vacuumer({
+      pool,
+      queries: this.queries,
+      schema: config.database.schema,
+      deadRows: config.worker.vacuumDeadRows,
+      checkEveryMs: 5000,
+      timeoutMs: 600_000,
+      log,
+    });
     this.metrics.attach({
       inFlight: () => pipeline.inFlight,
       pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
@@ -227,6 +238,7 @@ export class Worker {
     this.heartbeat.start();
     this.rescuer.start();
     this.pruner.start();
+    this.vacuumer.start();
     pipeline.start(wakeups);
     this.state = 'running';
     log.info(
@@ -284,6 +296,7 @@ export class Worker {
     await this.heartbeat!.stop();
     await this.rescuer!.stop();
     await this.pruner!.stop();
+    await this.vacuumer!.stop();
     pipeline.close();
     this.dueTimes?.clear();
     if (this.running.size === 0) {

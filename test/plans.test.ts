@@ -60,7 +60,8 @@ describe('query plans with 300,000 finished jobs', function () {
 
   it('every query that touches sluice.jobs is checked here', () => {
     const touching = Object.entries(q)
-      .filter(([, query]) => query.text.includes('"sluice".jobs'))
+      // a name inside a string literal ('"sluice".jobs'::regclass) reads no rows
+      .filter(([, query]) => /(?<!')"sluice"\.jobs\b/.test(query.text))
       .map(([name]) => name)
       .sort();
     expect(touching).to.deep.equal(Object.keys(params).sort());

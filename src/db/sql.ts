@@ -81,6 +81,7 @@ export const queryNames = [
   'prune_jobs',
   'lost_jobs',
   'queue_depth',
+  'dead_rows',
 ] as const;
 export type QueryName = (typeof queryNames)[number];
 

@@ -1,0 +1,72 @@
+import { expect } from 'chai';
+import pg from 'pg';
+import { loadQueries } from '../src/db/sql.js';
+import { silentLogger } from '../src/log.js';
+import { Vacuumer } from '../src/maintenance/vacuumer.js';
+import { applyRoles } from '../src/roles.js';
+import { createTestDatabase, waitFor } from './support/db.js';
+import { migrated } from './support/worker.js';
+
+describe('vacuumer', () => {
+  let url: string;
+  let pool: pg.Pool;
+  const worker = `vac_${process.pid}`;
+
+  before(async () => {
+    url = await createTestDatabase();
+    pool = await migrated(url);
+    await applyRoles(pool, 'sluice');
+    await pool.query(`DROP ROLE IF EXISTS ${worker}`);
+    await pool.query(`CREATE ROLE ${worker} LOGIN IN ROLE sluice_worker`);
+  });
+  after(async () => {
+    await pool.query(`DROP ROLE IF EXISTS ${worker}`).catch(() => undefined);
+    await pool.end();
+  });
+
+  const vacuumer = (p: pg.Pool, deadRows: number) =>
+    new Vacuumer({ pool: p, queries: loadQueries('sluice'), schema: 'sluice', deadRows, checkEveryMs: 60_000, timeoutMs: 60_000, log: silentLogger() });
+  const deadRows = async () =>
+    Number((await pool.query("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'sluice.jobs'::regclass")).rows[0].n_dead_tup);
+
+  /** 3,000 jobs claimed and completed: 6,000 dead row versions, once the statistics show them. */
+  async function churn(): Promise<void> {
+    await pool.query("INSERT INTO sluice.jobs (task) SELECT 'churn' FROM generate_series(1, 3000)");
+    await pool.query("UPDATE sluice.jobs SET status = 'running', locked_by = 'w1' WHERE status = 'queued'");
+    await pool.query("UPDATE sluice.jobs SET status = 'completed', finished_at = now() WHERE status = 'running'");
+    await waitFor('the statistics to count the dead rows', async () => (await deadRows()) >= 6000, 30_000);
+  }
+
+  it('vacuums the jobs table once dead rows pass the threshold, and not before', async () => {
+    await churn();
+    expect(await vacuumer(pool, 1_000_000).vacuumIfNeeded()).to.equal('not needed');
+    expect(await vacuumer(pool, 5000).vacuumIfNeeded()).to.equal('vacuumed');
+    await waitFor('the statistics to show the table vacuumed', async () => (await deadRows()) < 6000, 30_000);
+    const vacuumed = await pool.query("SELECT last_vacuum FROM pg_stat_user_tables WHERE relid = 'sluice.jobs'::regclass");
+    expect(vacuumed.rows[0].last_vacuum).to.not.equal(null);
+  });
+
+  it('leaves the table alone while another worker vacuums it', async () => {
+    await churn();
+    const other = await pool.connect();
+    try {
+      await other.query("SELECT pg_advisory_lock(hashtextextended('sluice.vacuum.sluice', 0))");
+      expect(await vacuumer(pool, 5000).vacuumIfNeeded()).to.equal('busy');
+      await other.query("SELECT pg_advisory_unlock(hashtextextended('sluice.vacuum.sluice', 0))");
+    } finally {
+      other.release();
+    }
+    expect(await vacuumer(pool, 5000).vacuumIfNeeded()).to.equal('vacuumed');
+  });
+
+  it('stands aside when its role does not own the table (least-privilege worker role)', async () => {
+    const u = new URL(url);
+    u.username = worker;
+    const asWorker = new pg.Pool({ connectionString: u.toString(), max: 1 });
+    try {
+      expect(await vacuumer(asWorker, 1).vacuumIfNeeded()).to.equal('not allowed');
+    } finally {
+      await asWorker.end();
+    }
+  });
+});
