@@ -586,17 +586,45 @@ function renderSummary(env: Env, rows: SummaryRow[]): string {
   return markdownTable(header, body);
 }
 
-function renderFinished(env: Env): string | undefined {
+/**
+ * The finished-rows comparison: medians of each side, and the median of the rounds' own ratios
+ * (the two runs of a round are back to back, so their ratio shares the machine's mood; on a
+ * noisy machine it is the steadier figure).
+ */
+function finishedSummary(env: Env) {
   const recs = env.records.filter((r) => r.scenario === 'finished-rows') as (RunRecord & { result: WorkoffResult })[];
   if (!recs.length) return undefined;
-  const empty = median(recs.filter((r) => !r.finishedRows).map((r) => r.result.jobsPerSec));
-  const full = median(recs.filter((r) => r.finishedRows).map((r) => r.result.jobsPerSec));
-  const c = recs[0]!.concurrency!;
+  const rate = (round: number, withRows: boolean) =>
+    recs.find((r) => r.round === round && Boolean(r.finishedRows) === withRows)?.result.jobsPerSec;
+  const rounds = [...new Set(recs.map((r) => r.round))];
+  const pairedRatios = rounds
+    .map((round) => [rate(round, false), rate(round, true)])
+    .filter((p): p is [number, number] => p[0] !== undefined && p[1] !== undefined && p[0] > 0)
+    .map(([empty, full]) => full / empty);
+  return {
+    rows: env.opts.finishedRows,
+    concurrency: recs[0]!.concurrency!,
+    emptyJobsPerSec: median(recs.filter((r) => !r.finishedRows).map((r) => r.result.jobsPerSec)),
+    withRowsJobsPerSec: median(recs.filter((r) => r.finishedRows).map((r) => r.result.jobsPerSec)),
+    pairedRatios,
+    medianPairedRatio: pairedRatios.length ? median(pairedRatios) : undefined,
+  };
+}
+
+function renderFinished(env: Env): string | undefined {
+  const f = finishedSummary(env);
+  if (!f) return undefined;
+  const { emptyJobsPerSec: empty, withRowsJobsPerSec: full } = f;
   return markdownTable(
-    ['sluice work-off, c=' + c, 'jobs/s ↑', 'vs empty'],
+    ['sluice work-off, c=' + f.concurrency, 'jobs/s ↑', 'vs empty (medians)', 'vs empty (median of the rounds\' ratios)'],
     [
-      ['empty sluice.jobs', fmt(empty), '1.00×'],
-      [`${fmt(env.opts.finishedRows)} completed rows`, fmt(full), empty && full ? `${fmt(full / empty, 2)}×` : '–'],
+      ['empty sluice.jobs', fmt(empty), '1.00×', '1.00×'],
+      [
+        `${fmt(f.rows)} completed rows`,
+        fmt(full),
+        empty && full ? `${fmt(full / empty, 2)}×` : '–',
+        f.medianPairedRatio !== undefined ? `${fmt(f.medianPairedRatio, 2)}× (${f.pairedRatios.map((x) => fmt(x, 2)).join(', ')})` : '–',
+      ],
     ],
   );
 }
@@ -801,17 +829,7 @@ function report(state: RunState, incomplete?: string): void {
       configuration: Object.fromEntries(opts.concurrency.map((cc) => [`c=${cc}`, v.describe(cc)])),
     })),
     summary,
-    finishedRows: env.finished
-      ? {
-          rows: opts.finishedRows,
-          emptyJobsPerSec: median(
-            env.records.filter((r) => r.scenario === 'finished-rows' && !r.finishedRows).map((r) => (r.result as WorkoffResult).jobsPerSec),
-          ),
-          withRowsJobsPerSec: median(
-            env.records.filter((r) => r.scenario === 'finished-rows' && r.finishedRows).map((r) => (r.result as WorkoffResult).jobsPerSec),
-          ),
-        }
-      : null,
+    finishedRows: env.finished ? (finishedSummary(env) ?? null) : null,
     long: long ?? null,
     latencyPooled: Object.fromEntries(
       variants.map((v) => {
