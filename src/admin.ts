@@ -121,6 +121,15 @@ export async function queueStatus(db: pg.Pool | pg.ClientBase, schema: string): 
   }));
 }
 
+/**
+ * Queues with waiting jobs (runnable or scheduled) that no live worker takes: nothing records an
+ * error on such jobs, they just wait, so `sluice status` names the queues.
+ */
+export function unservedQueues(queues: QueueStatus[], workers: WorkerStatus[]): string[] {
+  const served = new Set(workers.filter((w) => w.alive).flatMap((w) => w.queues));
+  return queues.filter((q) => q.runnable + q.scheduled > 0 && !served.has(q.queue)).map((q) => q.queue);
+}
+
 export async function listWorkers(db: pg.Pool | pg.ClientBase, schema: string, rescueAfterMs: number): Promise<WorkerStatus[]> {
   const res = await db.query(readSqlFile('admin/workers.sql', schema), [rescueAfterMs]);
   return res.rows.map((r) => ({

@@ -21,6 +21,7 @@ import {
   parseJobId,
   queueStatus,
   retryJob,
+  unservedQueues,
   type JobDetail,
   type JobStatus,
   type JobSummary,
@@ -236,11 +237,20 @@ async function cmdStatus(opts: CommonOptions): Promise<void> {
     workers: await listWorkers(pool, schema, rescueAfterMs),
     budget: await readBudget(pool, schema, { rescueAfterMs }),
   }));
-  if (opts.json) return printJson({ queues, workers, budget });
+  const unserved = unservedQueues(queues, workers);
+  if (opts.json) return printJson({ queues, workers, unserved, budget });
   printQueues(queues);
   print();
   printWorkers(workers, rescueAfterMs);
   print();
+  if (unserved.length) {
+    print('Queues no live worker takes (their jobs wait; see worker.queues)');
+    for (const name of unserved) {
+      const q = queues.find((x) => x.queue === name)!;
+      print(`  ${name}: ${q.runnable} runnable, ${q.scheduled} scheduled`);
+    }
+    print();
+  }
   print('Connections');
   print(
     `  max_connections ${budget.maxConnections}, reserved ${budget.reservedConnections}, in use ${budget.inUse} ` +

@@ -268,7 +268,9 @@ describe('sluice CLI', function () {
     it('shows jobs per queue and state, live workers with their heartbeat age, and the connection budget', async () => {
       const worker = await startWorker(statusUrl, {}, { worker: { queues: ['elsewhere'] } });
       const status = await runJson(['status'], { env: statusEnv });
-      expect(status).to.have.keys('queues', 'workers', 'budget');
+      expect(status).to.have.keys('queues', 'workers', 'unserved', 'budget');
+      // the only live worker takes 'elsewhere': the jobs waiting in 'reports' have nobody
+      expect(status.unserved).to.deep.equal(['reports']);
       expect(status.queues).to.have.lengthOf(2);
       const [mail, reports] = status.queues;
       expect(mail).to.include({ queue: 'mail', runnable: 0, completed: 1, oldestRunnableSeconds: null });
@@ -287,6 +289,7 @@ describe('sluice CLI', function () {
       expect(text.stdout).to.match(/reports\s+2\s+1\s+0\s+0\s+0\s+0\s+1m0\ds/);
       expect(text.stdout).to.include(worker.identity.id);
       expect(text.stdout).to.match(/\d+s ago\s+alive/);
+      expect(text.stdout).to.match(/Queues no live worker takes .*\n\s+reports: 2 runnable, 1 scheduled\n/);
       expect(text.stdout).to.match(/Connections\n\s+max_connections \d+, reserved \d+, in use \d+ \(sluice \d+, others \d+\), available \d+/);
     });
 
