@@ -10,7 +10,12 @@ import type { ClaimedJob } from './claim.js';
 export type Written =
   | { applied: true; status: 'completed' | 'queued' | 'failed' }
   /** The job was cancelled, rescued or re-claimed meanwhile: the write was refused (fencing). */
-  | { applied: false };
+  | { applied: false; reason: 'fenced' }
+  /** The worker stopped before the outcome could be written (drain); the job will be rescued. */
+  | { applied: false; reason: 'shutdown' };
+
+const FENCED: Written = { applied: false, reason: 'fenced' };
+const SHUTDOWN: Written = { applied: false, reason: 'shutdown' };
 
 interface Pending {
   job: ClaimedJob;
@@ -52,16 +57,25 @@ export class Completer {
   async drain(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while ((this.pending.length || this.flushing) && Date.now() < deadline) {
-      await (this.flushing ?? new Promise((r) => setTimeout(r, 20)));
+      // a flush that keeps failing retries until stopped: never wait for it past the deadline
+      let timer: NodeJS.Timeout | undefined;
+      const tick = new Promise((r) => (timer = setTimeout(r, Math.min(20, Math.max(0, deadline - Date.now())))));
+      await Promise.race([this.flushing ?? tick, tick]);
+      clearTimeout(timer);
     }
     this.stopped = true;
-    if (this.pending.length) {
-      this.log.warn({ jobs: this.pending.map((p) => p.job.id) }, 'outcomes not written before shutdown; these jobs will be rescued and run again');
-    }
+    this.giveUp(this.pending.splice(0));
+  }
+
+  private giveUp(items: Pending[]): void {
+    if (!items.length) return;
+    this.log.warn({ jobs: items.map((p) => p.job.id) }, 'outcomes not written before shutdown; these jobs will be rescued and run again');
+    for (const p of items) p.resolve(SHUTDOWN);
   }
 
   private enqueue(job: ClaimedJob, kind: Pending['kind'], json: string): Promise<Written> {
     return new Promise((resolve) => {
+      if (this.stopped) return this.giveUp([{ job, json, kind, resolve }]);
       this.pending.push({ job, json, kind, resolve });
       if (!this.flushing) this.flushing = this.flushLoop();
     });
@@ -78,7 +92,12 @@ export class Completer {
         await this.write(batch);
         this.failures = 0;
       } catch (err) {
+        if (this.stopped) {
+          this.giveUp(batch);
+          break;
+        }
         this.pending = batch.concat(this.pending);
+        this.inFlight = 0;
         this.failures++;
         const delay = Math.min(5000, 100 * 2 ** Math.min(this.failures, 6)) * (0.5 + Math.random() / 2);
         this.log.warn({ err: errorSummary(err), jobs: batch.length, retryInMs: Math.round(delay) }, 'writing job outcomes failed; retrying');
@@ -103,11 +122,11 @@ export class Completer {
       return { completed, failed };
     });
     const refused = new Set((completed?.rows ?? []).map((r) => String(r.refused)));
-    for (const p of completes) p.resolve(refused.has(p.job.id) ? { applied: false } : { applied: true, status: 'completed' });
+    for (const p of completes) p.resolve(refused.has(p.job.id) ? FENCED : { applied: true, status: 'completed' });
     const statusById = new Map((failed?.rows ?? []).map((r) => [String(r.id), r.status as 'queued' | 'failed']));
     for (const p of fails) {
       const status = statusById.get(p.job.id);
-      p.resolve(status ? { applied: true, status } : { applied: false });
+      p.resolve(status ? { applied: true, status } : FENCED);
     }
   }
 }

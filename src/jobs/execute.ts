@@ -271,6 +271,7 @@ async function writeOutcome(
       return;
     case 'completed': {
       const w = await deps.completer.complete(job, outcome.resultJson);
+      if (!w.applied && w.reason === 'shutdown') return;
       if (w.applied) {
         metrics.completed(seconds);
         log.debug('job completed');
@@ -283,6 +284,7 @@ async function writeOutcome(
     case 'failed': {
       const delay = retryDelayMs(job.attempt, deps.retryBaseMs, deps.retryMaxMs);
       const w = await deps.completer.fail(job, outcome.error, outcome.retry, delay);
+      if (!w.applied && w.reason === 'shutdown') return;
       if (!w.applied) {
         metrics.fenced();
         log.logger.warn('job failed but is no longer held by this worker (cancelled or rescued meanwhile); the failure was not written');
