@@ -4,6 +4,7 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { loadQueries, type QueryName } from '../src/db/sql.js';
+import { claimJobs } from '../src/jobs/claim.js';
 import { createTestDatabase } from './support/db.js';
 import { migrated } from './support/worker.js';
 
@@ -39,6 +40,7 @@ describe('query plans with 300,000 finished jobs', function () {
   const element = { id: 1, token: 1, result: null, error: 'x', retry: true, delay_ms: 10 };
   const params: Partial<Record<QueryName, unknown[]>> = {
     claim_jobs: [['default', 'other'], 50, 'w1'],
+    claim_jobs_one_queue: ['default', 'w1'],
     complete_jobs: [JSON.stringify(Array.from({ length: 50 }, (_, i) => ({ ...element, id: i + 1 })))],
     fail_jobs: [JSON.stringify([element])],
     release_jobs: [[1, 2], [1, 1]],
@@ -51,7 +53,8 @@ describe('query plans with 300,000 finished jobs', function () {
 
   for (const [name, values] of Object.entries(params) as [QueryName, unknown[]][]) {
     it(`${name} reads sluice.jobs through indexes only`, async () => {
-      const res = await pool.query({ text: `EXPLAIN (FORMAT JSON) ${q[name].text}`, values });
+      // claim_jobs_one_queue carries its limit in the text
+      const res = await pool.query({ text: `EXPLAIN (FORMAT JSON) ${q[name].text.replaceAll(':limit', '50')}`, values });
       const scans = scansOf(res.rows[0]['QUERY PLAN'][0].Plan);
       expect(scans, `${name} scans jobs with: ${scans.join(', ')}`).to.not.be.empty;
       expect(scans, `${name} scans jobs with: ${scans.join(', ')}`).to.not.include('Seq Scan');
@@ -65,5 +68,29 @@ describe('query plans with 300,000 finished jobs', function () {
       .map(([name]) => name)
       .sort();
     expect(touching).to.deep.equal(Object.keys(params).sort());
+  });
+});
+
+describe('claim plans', () => {
+  let pool: pg.Pool;
+  before(async () => {
+    // one connection, so that every claim and the look at its prepared statements share it
+    pool = await migrated(await createTestDatabase(), 1);
+    await pool.query("INSERT INTO sluice.jobs (task, queue) SELECT 'x', CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END FROM generate_series(1, 400) g");
+    await pool.query('ANALYZE sluice.jobs');
+  });
+  after(() => pool.end());
+
+  it('plans the claim of a one-queue worker once, not at every call, and claims in order', async () => {
+    const q = loadQueries('sluice');
+    const claimed: string[] = [];
+    for (let i = 0; i < 12; i++) claimed.push(...(await claimJobs(pool, q, ['a'], 5, 'w1')).map((j) => j.id));
+    const ids = (await pool.query("SELECT id FROM sluice.jobs WHERE queue = 'a' ORDER BY id LIMIT 60")).rows.map((r) => String(r.id));
+    expect(claimed).to.deep.equal(ids);
+    const plans = await pool.query("SELECT generic_plans::int AS generic FROM pg_prepared_statements WHERE name = 'sluice.claim_jobs_one_queue_5'");
+    expect(plans.rows[0].generic).to.be.above(0);
+    // several queues: the general statement, the same order across them
+    const next = (await pool.query("SELECT id FROM sluice.jobs WHERE status = 'queued' ORDER BY priority, run_at, id LIMIT 4")).rows.map((r) => String(r.id));
+    expect((await claimJobs(pool, q, ['a', 'b'], 4, 'w1')).map((j) => j.id)).to.deep.equal(next);
   });
 });

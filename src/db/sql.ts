@@ -70,6 +70,7 @@ export function loadMigrations(schema: string): Migration[] {
 
 export const queryNames = [
   'claim_jobs',
+  'claim_jobs_one_queue',
   'complete_jobs',
   'fail_jobs',
   'release_jobs',

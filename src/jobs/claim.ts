@@ -18,6 +18,25 @@ export interface ClaimedJob {
   createdAt: Date;
 }
 
+/**
+ * A worker of one queue claims through claim_jobs_one_queue, with the limit in the statement:
+ * one prepared statement per limit, so at most this many per connection; larger claims and
+ * workers of several queues use claim_jobs.
+ */
+const MAX_LITERAL_LIMIT = 100;
+const oneQueueTexts = new Map<string, string>();
+
+function claimStatement(queries: Queries, queues: string[], limit: number, workerId: string): pg.QueryConfig {
+  if (queues.length !== 1 || limit > MAX_LITERAL_LIMIT) return { ...queries.claim_jobs, values: [queues, limit, workerId] };
+  const name = `${queries.claim_jobs_one_queue.name}_${limit}`;
+  let text = oneQueueTexts.get(name);
+  if (text === undefined) {
+    text = queries.claim_jobs_one_queue.text.replaceAll(':limit', String(limit));
+    oneQueueTexts.set(name, text);
+  }
+  return { name, text, values: [queues[0], workerId] };
+}
+
 export async function claimJobs(
   pool: pg.Pool,
   queries: Queries,
@@ -25,9 +44,7 @@ export async function claimJobs(
   limit: number,
   workerId: string,
 ): Promise<ClaimedJob[]> {
-  const res = await withClient(pool, (client) =>
-    client.query({ ...queries.claim_jobs, values: [queues, limit, workerId] }),
-  );
+  const res = await withClient(pool, (client) => client.query(claimStatement(queries, queues, limit, workerId)));
   return res.rows.map((r) => ({
     id: String(r.id),
     queue: r.queue,
