@@ -5,7 +5,7 @@
 import pgListen from 'pg-listen';
 import { Subject, type Observable } from 'rxjs';
 import type { Logger } from './log.js';
-import { errorSummary } from './db/pool.js';
+import { errorSummary, SERVER_KEEPALIVE_OPTIONS } from './db/pool.js';
 
 // pg-listen is CommonJS: under NodeNext its function is the default export's `default`
 const createSubscriber = pgListen.default;
@@ -94,6 +94,7 @@ export class Listener {
         connectionTimeoutMillis: this.opts.connectTimeoutMs,
         query_timeout: this.opts.checkTimeoutMs,
         keepAlive: true,
+        options: SERVER_KEEPALIVE_OPTIONS,
       },
       {
         // pg-listen's defaults give up after 3 s; sluice never gives up

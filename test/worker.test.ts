@@ -190,7 +190,8 @@ describe('worker', function () {
     const w = await startWorker(url, {
       count: async (_p: unknown, { db: { query, withClient, transaction } }: JobContext) => {
         const a = await query<{ n: number }>('SELECT 1 + 1 AS n');
-        const b = await withClient(async (c) => (await c.query('SELECT current_setting($1) AS v', ['application_name'])).rows[0].v);
+        const b = await withClient(async (c) =>
+          (await c.query("SELECT current_setting('application_name') AS name, current_setting('tcp_keepalives_idle') AS keepalive")).rows[0]);
         const c = await transaction(async (tx) => (await tx.query('SELECT 3 AS n')).rows[0].n);
         return { a: a.rows[0]!.n, b, c };
       },
@@ -199,7 +200,9 @@ describe('worker', function () {
     await waitFor('all to complete', async () => (await statusCounts(pool)).completed === 30);
     const result = (await job(ids[0]!)).result;
     expect(result).to.deep.include({ a: 2, c: 3 });
-    expect(result.b).to.equal(`sluice ${w.identity.id}`);
+    expect(result.b.name).to.equal(`sluice ${w.identity.id}`);
+    // a half-open link is dropped by the server within about 90 s, not the kernel's two hours
+    expect(result.b.keepalive).to.equal('60');
   });
 
   describe('graceful shutdown', () => {

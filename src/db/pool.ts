@@ -25,6 +25,15 @@ export function poolOptions(config: SluiceConfig, applicationName = 'sluice'): P
   };
 }
 
+/**
+ * Startup options that make the server probe an idle connection after 60 s and drop it after
+ * three unanswered probes 10 s apart. On a half-open link (the client gone without a FIN:
+ * a dropped NAT entry, a vanished pod) the server would otherwise keep the backend, and its
+ * connection slot, until the kernel's default keepalive gives up, over two hours later. An
+ * `options` parameter in the database URL replaces these.
+ */
+export const SERVER_KEEPALIVE_OPTIONS = '-c tcp_keepalives_idle=60 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3';
+
 export function createPool(opts: PoolOptions, log: Logger): pg.Pool {
   const pool = new pg.Pool({
     connectionString: opts.url,
@@ -32,6 +41,7 @@ export function createPool(opts: PoolOptions, log: Logger): pg.Pool {
     connectionTimeoutMillis: opts.connectionTimeoutMs,
     idleTimeoutMillis: 30_000,
     keepAlive: true,
+    options: SERVER_KEEPALIVE_OPTIONS,
     application_name: opts.applicationName,
     statement_timeout: opts.statementTimeoutMs || undefined,
     // the server cancels at statement_timeout; past that a silent link is dead: drop it
