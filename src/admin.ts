@@ -2,25 +2,12 @@
 // in sql/admin/; these functions only pass parameters and shape rows.
 import type pg from 'pg';
 import { readSqlFile } from './db/sql.js';
+import { JobNotFoundError, JobStateError } from './errors.js';
+
+export { JobNotFoundError, JobStateError };
 
 export const JOB_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
-
-/** A job id that names no job. */
-export class JobNotFoundError extends Error {
-  override name = 'JobNotFoundError';
-  constructor(readonly id: string) {
-    super(`job ${id} not found`);
-  }
-}
-
-/** The job exists but is in a state the operation does not apply to. */
-export class JobStateError extends Error {
-  override name = 'JobStateError';
-  constructor(readonly id: string, readonly status: string, message: string) {
-    super(message);
-  }
-}
 
 export interface QueueStatus {
   queue: string;

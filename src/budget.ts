@@ -4,6 +4,7 @@
 import type pg from 'pg';
 import { withClient } from './db/pool.js';
 import { readSqlFile } from './db/sql.js';
+import { isMissingSchema } from './db/errors.js';
 
 export interface WorkerBudget {
   id: string;
@@ -172,7 +173,3 @@ export function checkBudget(budget: Budget, ownPoolSize: number, opts: CheckBudg
   return { fits, needed, headroom, message };
 }
 
-function isMissingSchema(err: unknown): boolean {
-  const code = (err as { code?: string }).code;
-  return code === '42P01' || code === '3F000';
-}

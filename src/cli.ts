@@ -14,8 +14,6 @@ import {
   cancelJob,
   getJob,
   JOB_STATUSES,
-  JobNotFoundError,
-  JobStateError,
   listJobs,
   listWorkers,
   parseJobId,
@@ -30,11 +28,13 @@ import {
 } from './admin.js';
 import { checkBudget, readBudget, type Budget } from './budget.js';
 import { ConfigError, loadConfig, redactedConfig, redactUrl, type SluiceConfig } from './config.js';
-import { createPool, endPool, errorSummary, poolOptions, withClient } from './db/pool.js';
+import { createPool, endPool, poolOptions, withClient } from './db/pool.js';
+import { errorSummary, isMissingSchema } from './db/errors.js';
+import { errorCode, SluiceError, type ErrorCode } from './errors.js';
 import { silentLogger } from './log.js';
 import { findLocalDatabase, noDatabaseMessage, type LocalDatabase } from './embedded/local-database.js';
 import type { HttpServer } from './http.js';
-import { addJob, InvalidJobError, type JobSpec } from './jobs/enqueue.js';
+import { addJob, type JobSpec } from './jobs/enqueue.js';
 import { migrate } from './migrate.js';
 import type { Worker } from './worker.js';
 
@@ -53,14 +53,11 @@ Configuration: --config FILE (YAML or JSON), else $SLUICE_CONFIG; environment va
 the file and flags override both. With no database.url (DATABASE_URL), \`sluice start\` runs an
 embedded PostgreSQL in database.embeddedDir and the other commands find it there.`;
 
-/** An error with the exit code it maps to; its message is the whole story. */
-class CliError extends Error {
-  constructor(message: string, readonly exitCode: 1 | 2) {
-    super(message);
-  }
-}
-const usageError = (message: string) => new CliError(message, 2);
-const failure = (message: string) => new CliError(message, 1);
+const usageError = (message: string) => new SluiceError('usage', message);
+const failure = (message: string) => new SluiceError('unavailable', message);
+
+/** Exit code 2 for errors in what the user gave (arguments, configuration, a job); 1 for the rest. */
+const USAGE_CODES: ReadonlySet<ErrorCode | undefined> = new Set(['usage', 'config_invalid', 'invalid_job']);
 
 interface CommonOptions {
   config?: string;
@@ -111,11 +108,6 @@ function databaseUrl(config: SluiceConfig): string {
   const local = findLocalDatabase(config.database.embeddedDir);
   if (!local) throw failure(noDatabaseMessage(config.database.embeddedDir));
   return local.url;
-}
-
-function isMissingSchema(err: unknown): boolean {
-  const code = (err as { code?: string }).code;
-  return code === '42P01' || code === '3F000' || code === '42883';
 }
 
 /** Runs fn with a one-connection pool (application_name sluice-cli); translates database errors. */
@@ -675,11 +667,6 @@ export function buildProgram(): Command {
   return program;
 }
 
-function exitCodeOf(err: unknown): number {
-  if (err instanceof CliError) return err.exitCode;
-  if (err instanceof ConfigError || err instanceof InvalidJobError) return 2;
-  return 1;
-}
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
@@ -691,14 +678,10 @@ export async function main(argv: string[]): Promise<number> {
       // commander has printed the help, the version or its error line already
       return ['commander.helpDisplayed', 'commander.version', 'commander.executeSubCommandAsync'].includes(err.code) ? 0 : 2;
     }
-    const message =
-      err instanceof CliError || err instanceof JobNotFoundError || err instanceof JobStateError || err instanceof InvalidJobError
-        ? err.message
-        : err instanceof ConfigError
-          ? oneLine(err.message)
-          : errorSummary(err).message;
+    const code = errorCode(err);
+    const message = code === 'config_invalid' ? oneLine((err as Error).message) : errorSummary(err).message;
     process.stderr.write(`sluice: ${message}\n`);
-    return exitCodeOf(err);
+    return USAGE_CODES.has(code) ? 2 : 1;
   }
 }
 

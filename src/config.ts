@@ -5,6 +5,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { assertIdentifier } from './db/sql.js';
+import { ConfigError } from './errors.js';
+import { redact } from './util/redact.js';
+
+export { ConfigError };
 
 function positiveInt(name: string, min: number) {
   return {
@@ -279,10 +283,6 @@ export interface SluiceConfig {
 /** Any subset of the config, as a file or an API caller gives it. */
 export type ConfigInput = { [K in keyof SluiceConfig]?: Partial<SluiceConfig[K]> };
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
-
 export interface LoadOptions {
   /** Config file (YAML or JSON); defaults to $SLUICE_CONFIG. */
   file?: string;
@@ -363,18 +363,14 @@ function describeErrors(message: string): string {
       const undeclared = /configuration param '([^']+)' not declared in the schema/.exec(line);
       if (undeclared) return `  - ${undeclared[1]}: unknown key (see config/sluice.example.yaml for the keys)`;
       // convict: "worker.concurrency: must be an integer >= 1: value was -1"
-      return `  - ${line.replace(/: value was (.*)$/, (_m, v: string) => `: got ${redactValue(v)}`)}`;
+      return `  - ${line.replace(/: value was (.*)$/, (_m, v: string) => `: got ${redact(v)}`)}`;
     })
     .join('\n');
 }
 
-function redactValue(v: string): string {
-  return v.replace(/(postgres(?:ql)?:\/\/[^:/@\s"]*:)[^@\s"]*@/g, '$1***@');
-}
-
-/** The URL with its password replaced, for logs and `config check`. */
+/** The URL with its credentials replaced, for logs and `config check`. */
 export function redactUrl(url: string): string {
-  return redactValue(url);
+  return redact(url);
 }
 
 /** The effective config with every secret replaced; safe to print. */

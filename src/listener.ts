@@ -5,7 +5,10 @@
 import pgListen from 'pg-listen';
 import { Subject, type Observable } from 'rxjs';
 import type { Logger } from './log.js';
-import { errorSummary, SERVER_KEEPALIVE_OPTIONS } from './db/pool.js';
+import { backoffMs } from './util/backoff.js';
+import { sleep, withTimeout } from './util/time.js';
+import { SERVER_KEEPALIVE_OPTIONS } from './db/pool.js';
+import { errorSummary } from './db/errors.js';
 
 // pg-listen is CommonJS: under NodeNext its function is the default export's `default`
 const createSubscriber = pgListen.default;
@@ -30,9 +33,9 @@ export interface ListenerOptions {
   log: Logger;
 }
 
-/** Backoff with full jitter: up to 100 ms, doubling to at most 10 s. */
+/** Reconnect backoff: up to 100 ms, doubling to at most 10 s (attempt counts from 0). */
 export function reconnectDelayMs(attempt: number): number {
-  return Math.random() * Math.min(10_000, 100 * 2 ** Math.min(attempt, 10));
+  return backoffMs(attempt + 1, { baseMs: 100, maxMs: 10_000, jitter: 'full' });
 }
 
 export class Listener {
@@ -59,7 +62,7 @@ export class Listener {
     const sub = this.subscriber;
     this.subscriber = undefined;
     this.setConnected(false);
-    if (sub) await Promise.race([sub.close().catch(() => undefined), new Promise((r) => setTimeout(r, 2000))]);
+    if (sub) await withTimeout(sub.close().catch(() => undefined), 2000);
     this.subject.complete();
   }
 
@@ -81,7 +84,7 @@ export class Listener {
         sub.close().catch(() => undefined);
         const delay = reconnectDelayMs(attempt);
         this.opts.log.warn({ err: errorSummary(err), retryInMs: Math.round(delay) }, 'listener cannot connect to PostgreSQL; retrying');
-        await new Promise((r) => setTimeout(r, delay));
+        await sleep(delay);
       }
     }
   }

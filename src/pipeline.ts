@@ -6,8 +6,11 @@
 // time: a batch as large as the free slots costs the database less than several small ones.
 import { Subject, Subscription, from, mergeMap, type Observable } from 'rxjs';
 import type { Logger } from './log.js';
-import { errorSummary } from './db/pool.js';
+import { errorSummary } from './db/errors.js';
 import type { ClaimedJob } from './jobs/claim.js';
+import { backoffMs } from './util/backoff.js';
+
+const CLAIM_RETRY = { baseMs: 100, maxMs: 10_000, jitter: 'full' } as const;
 
 export interface PipelineOptions {
   concurrency: number;
@@ -134,7 +137,7 @@ export class Pipeline {
       for (const job of jobs) this.jobs$.next(job);
     } catch (err) {
       this.claimFailures++;
-      const delay = Math.random() * Math.min(10_000, 50 * 2 ** Math.min(this.claimFailures, 10));
+      const delay = backoffMs(this.claimFailures, CLAIM_RETRY);
       this.opts.log.warn({ err: errorSummary(err), retryInMs: Math.round(delay) }, 'claiming jobs failed; retrying');
       this.retryTimer = setTimeout(() => {
         this.retryTimer = undefined;

@@ -6,6 +6,8 @@ import { pathToFileURL } from 'node:url';
 import type pg from 'pg';
 import type { Logger } from './log.js';
 
+export { PermanentError, isPermanent } from './errors.js';
+
 export interface JobInfo {
   id: string;
   task: string;
@@ -50,22 +52,6 @@ export interface TaskDefinition {
 }
 
 export type TaskList = Record<string, TaskHandler | TaskDefinition>;
-
-const PERMANENT = Symbol.for('sluice.permanent');
-
-/**
- * Thrown by a handler to fail its job for good, without retries. Recognised by a brand rather
- * than instanceof, so it works across two copies of sluice (a task importing the package while
- * the worker runs from source); any error carrying the brand counts.
- */
-export class PermanentError extends Error {
-  override name = 'PermanentError';
-  readonly [PERMANENT] = true;
-}
-
-export function isPermanent(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[PERMANENT] === true;
-}
 
 export function normalizeTasks(list: TaskList, origin: string): Map<string, TaskDefinition> {
   const tasks = new Map<string, TaskDefinition>();

@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import type pg from 'pg';
 import { filter, interval, merge, Subject, tap } from 'rxjs';
 import { loadConfig, type ConfigInput, type SluiceConfig } from './config.js';
-import { createPool, endPool, errorSummary, poolOptions, withClient } from './db/pool.js';
+import { createPool, endPool, poolOptions, withClient } from './db/pool.js';
+import { errorSummary } from './db/errors.js';
 import { channelFor, loadQueries, type Queries } from './db/sql.js';
 import { claimJobs, type ClaimedJob } from './jobs/claim.js';
 import { Completer } from './jobs/complete.js';
@@ -24,6 +25,8 @@ import { checkBudget, readBudget } from './budget.js';
 import { currentVersion, expectedVersion, migrate } from './migrate.js';
 import { DueTimes, Pipeline } from './pipeline.js';
 import { loadTasks, normalizeTasks, type TaskList } from './tasks.js';
+import { backoffMs } from './util/backoff.js';
+import { sleep, TIMED_OUT, withTimeout } from './util/time.js';
 
 export interface WorkerOptions {
   /** Config values; they win over the config file and the environment. */
@@ -59,6 +62,7 @@ export class Worker {
   private dueTimes: DueTimes | undefined;
   private readonly running = new Map<string, RunningJob>();
   private readonly stopRequested = new Subject<void>();
+  private readonly stopSignal = new AbortController();
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly opts: WorkerOptions = {}) {
@@ -275,6 +279,7 @@ export class Worker {
 
   private async doStop(): Promise<void> {
     this.stopRequested.next();
+    this.stopSignal.abort();
     if (this.state === 'new' || this.state === 'stopped' || !this.pipeline) {
       // not started, or still starting: start() sees `stopping` and gives up
       if (this.state !== 'starting') this.state = 'stopped';
@@ -285,12 +290,12 @@ export class Worker {
     const pipeline = this.pipeline!;
     pipeline.stopClaiming();
     log.info({ inFlight: pipeline.inFlight, graceMs: config.worker.shutdownGraceMs }, 'stopping: no new jobs; waiting for running jobs');
-    const graceOver = await raceTimeout(pipeline.whenIdle(), config.worker.shutdownGraceMs);
+    const graceOver = (await withTimeout(pipeline.whenIdle(), config.worker.shutdownGraceMs)) === TIMED_OUT;
     if (graceOver && this.running.size) {
       const left = [...this.running.values()].filter((r) => !r.abortedBy && !r.handlerDone);
       for (const r of left) r.abort('shutdown', 'the worker is shutting down');
       await this.release(left);
-      await raceTimeout(pipeline.whenIdle(), 5000);
+      await withTimeout(pipeline.whenIdle(), 5000);
     }
     await this.completer!.drain(5000);
     await this.heartbeat!.stop();
@@ -356,22 +361,14 @@ export class Worker {
         return;
       } catch (err) {
         if (!this.config.database.retryOnStartup || this.stopping) throw err;
-        const delay = Math.random() * Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
+        const delay = backoffMs(attempt + 1, { baseMs: 500, maxMs: 30_000, jitter: 'full' });
         const u = new URL(this.config.database.url);
         this.log.warn(
           { err: errorSummary(err), database: `${u.hostname}:${u.port || 5432}${u.pathname}`, retryInMs: Math.round(delay) },
           'cannot start yet: database unreachable or not ready; retrying',
         );
         // stop() ends the wait at once
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            clearTimeout(timer);
-            sub.unsubscribe();
-            resolve();
-          };
-          const timer = setTimeout(done, delay);
-          const sub = this.stopRequested.subscribe(done);
-        });
+        await sleep(delay, this.stopSignal.signal);
       }
     }
   }
@@ -402,19 +399,6 @@ export class Worker {
   private async queueStats() {
     const res = await withClient(this.db, (c) => c.query(this.queries.queue_depth));
     return res.rows.map((r) => ({ queue: r.queue, status: r.status, count: r.n, oldestRunnableSeconds: r.oldest }));
-  }
-}
-
-/** Resolves true when the timeout won. */
-async function raceTimeout(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(true), ms);
-  });
-  try {
-    return await Promise.race([p.then(() => false), t]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

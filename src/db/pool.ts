@@ -3,6 +3,8 @@
 import pg from 'pg';
 import type { SluiceConfig } from '../config.js';
 import type { Logger } from '../log.js';
+import { TIMED_OUT, withTimeout } from '../util/time.js';
+import { errorSummary, isConnectionBroken, markConnectionBroken } from './errors.js';
 
 export interface PoolOptions {
   url: string;
@@ -82,7 +84,7 @@ export async function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) 
         await client.query('ROLLBACK');
       } catch (rollbackErr) {
         // a client that cannot roll back still holds the transaction: it must not go back to the pool
-        throw brokenConnection(rollbackErr as Error, err as Error);
+        throw markConnectionBroken(err as Error, rollbackErr as Error);
       }
       throw err;
     }
@@ -91,46 +93,7 @@ export async function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) 
   });
 }
 
-const BROKEN = Symbol('sluice.brokenConnection');
-
-function brokenConnection(cause: Error, original: Error): Error {
-  Object.defineProperty(original, BROKEN, { value: cause });
-  return original;
-}
-
-/**
- * True when the client must be destroyed rather than reused: the socket failed, the server ended
- * the session, or a query timed out client-side (the server may still be running it).
- */
-export function isConnectionBroken(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  if ((err as unknown as Record<symbol, unknown>)[BROKEN]) return true;
-  const code = (err as { code?: string }).code;
-  if (code && /^(08|57P0[1-3]|53300)/.test(code)) return true;
-  if (code && ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'ENOTCONN'].includes(code)) return true;
-  return /Connection terminated|Query read timeout|connection is closed|Client has encountered a connection error/i.test(
-    err.message,
-  );
-}
-
-/** An error reduced to what is safe and useful in a log line (no connection strings). */
-export function errorSummary(err: unknown): { message: string; code?: string } {
-  if (err instanceof Error) {
-    const code = (err as { code?: string }).code;
-    return { message: err.message.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*:)[^@\s]*@/g, '$1***@'), ...(code ? { code } : {}) };
-  }
-  return { message: String(err) };
-}
-
 /** Ends the pool, bounded: pool.end() waits forever while a client is checked out. */
 export async function endPool(pool: pg.Pool, timeoutMs: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), timeoutMs);
-  });
-  try {
-    return await Promise.race([pool.end().then(() => true, () => true), timedOut]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return (await withTimeout(pool.end().then(() => true, () => true), timeoutMs)) !== TIMED_OUT;
 }

@@ -2,10 +2,15 @@
 // per flush, on one short borrow. A flush starts as soon as the previous one ends, so a lone job
 // is never held back waiting for a batch, and a busy worker batches by itself.
 import type pg from 'pg';
-import { errorSummary, withClient } from '../db/pool.js';
+import { withClient } from '../db/pool.js';
+import { errorSummary } from '../db/errors.js';
 import type { Queries } from '../db/sql.js';
 import type { Logger } from '../log.js';
 import type { ClaimedJob } from './claim.js';
+import { backoffMs } from '../util/backoff.js';
+import { sleep } from '../util/time.js';
+
+const WRITE_RETRY = { baseMs: 200, maxMs: 5000, jitter: 'equal' } as const;
 
 export type Written =
   | { applied: true; status: 'completed' | 'queued' | 'failed' }
@@ -99,9 +104,9 @@ export class Completer {
         this.pending = batch.concat(this.pending);
         this.inFlight = 0;
         this.failures++;
-        const delay = Math.min(5000, 100 * 2 ** Math.min(this.failures, 6)) * (0.5 + Math.random() / 2);
+        const delay = backoffMs(this.failures, WRITE_RETRY);
         this.log.warn({ err: errorSummary(err), jobs: batch.length, retryInMs: Math.round(delay) }, 'writing job outcomes failed; retrying');
-        await new Promise((r) => setTimeout(r, delay));
+        await sleep(delay);
       } finally {
         this.inFlight = 0;
       }

@@ -2,6 +2,10 @@
 // TypeScript and any other client enqueue exactly the same way.
 import type pg from 'pg';
 import { assertIdentifier } from '../db/sql.js';
+import { isMissingSchema } from '../db/errors.js';
+import { InvalidJobError } from '../errors.js';
+
+export { InvalidJobError };
 
 export interface JobSpec {
   task: string;
@@ -19,10 +23,6 @@ export interface JobSpec {
 
 export interface Queryable {
   query: pg.Pool['query'];
-}
-
-export class InvalidJobError extends Error {
-  override name = 'InvalidJobError';
 }
 
 /** Enqueues one job; resolves to its id (or the id of the unfinished job holding its key). */
@@ -156,7 +156,7 @@ async function translate<T>(fn: () => Promise<T>): Promise<T> {
   } catch (err) {
     const e = err as { code?: string; message: string };
     if (e.code === '22023' && e.message.startsWith('sluice: ')) throw new InvalidJobError(e.message.slice(8));
-    if (e.code === '42883' || e.code === '3F000') {
+    if (isMissingSchema(e)) {
       throw new Error(`sluice is not installed in this database (${e.message}): run "sluice migrate"`);
     }
     throw err;

@@ -6,8 +6,13 @@ import { transaction, withClient } from '../db/pool.js';
 import type { Queries } from '../db/sql.js';
 import type { Logger } from '../log.js';
 import type { JobMetrics, Metrics } from '../metrics.js';
-import { isPermanent, type JobContext, type JobDb, type JobInfo, type TaskDefinition } from '../tasks.js';
+import { type JobContext, type JobDb, type JobInfo, type TaskDefinition } from '../tasks.js';
+import { isPermanent, JobAbortedError, type AbortCause } from '../errors.js';
+
+export { JobAbortedError, type AbortCause };
 import type { ClaimedJob } from './claim.js';
+import { backoffMs } from '../util/backoff.js';
+import { TIMED_OUT, withTimeout } from '../util/time.js';
 import { completeInTransaction, type Completer } from './complete.js';
 
 /** A job's logger, made on first use: a child logger costs more than a no-op job. */
@@ -22,16 +27,6 @@ class JobLog {
 
   debug(msg: string, fields: object = {}): void {
     if (this.base.isLevelEnabled('debug')) this.logger.debug(fields, msg);
-  }
-}
-
-export type AbortCause = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
-
-/** The reason an aborted job's signal carries. */
-export class JobAbortedError extends Error {
-  override name = 'JobAbortedError';
-  constructor(readonly reason: AbortCause, message: string) {
-    super(message);
   }
 }
 
@@ -100,10 +95,9 @@ export function describeError(err: unknown): string {
   return text.length > MAX_ERROR_CHARS ? `${text.slice(0, MAX_ERROR_CHARS)}… [truncated ${text.length - MAX_ERROR_CHARS} chars]` : text;
 }
 
-/** Exponential backoff with jitter: half to all of base * 2^(attempt-1), at most max. */
+/** A job's retry backoff: half to all of base * 2^(attempt-1), at most max. */
 export function retryDelayMs(attempt: number, baseMs: number, maxMs: number): number {
-  const exp = Math.min(maxMs, baseMs * 2 ** Math.min(attempt - 1, 40));
-  return exp / 2 + (Math.random() * exp) / 2;
+  return backoffMs(attempt, { baseMs, maxMs, jitter: 'equal' });
 }
 
 type Outcome =
@@ -306,14 +300,8 @@ async function waitForStuckHandler(
   log: JobLog,
   metrics: JobMetrics,
 ): Promise<void> {
-  const settled = handlerDone.then(() => 'settled' as const, () => 'settled' as const);
-  let timer: NodeJS.Timeout | undefined;
-  const stuck = new Promise<'stuck'>((resolve) => {
-    timer = setTimeout(() => resolve('stuck'), deps.stuckAfterMs);
-  });
-  const first = await Promise.race([settled, stuck]);
-  clearTimeout(timer);
-  if (first === 'stuck') {
+  const settled = handlerDone.then(() => undefined, () => undefined);
+  if ((await withTimeout(settled, deps.stuckAfterMs)) === TIMED_OUT) {
     metrics.stuck(1);
     log.logger.warn({ reason: running.abortedBy }, `handler ignores its AbortSignal: still running ${deps.stuckAfterMs} ms after the abort; it keeps its slot`);
     await settled;

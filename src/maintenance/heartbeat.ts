@@ -2,7 +2,8 @@
 // which of its running jobs it no longer holds (cancelled, rescued), the polling backstop for the
 // cancel notification, and measures the database clock so delayed jobs start on its time.
 import type pg from 'pg';
-import { errorSummary, withClient } from '../db/pool.js';
+import { withClient } from '../db/pool.js';
+import { errorSummary } from '../db/errors.js';
 import type { Queries } from '../db/sql.js';
 import type { Logger } from '../log.js';
 

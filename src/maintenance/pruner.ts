@@ -1,9 +1,11 @@
 // Deletes finished jobs past their retention, in small batches, one pruner at a time across all
 // workers (an advisory lock), so the table holds what operators want to look at and no more.
 import type pg from 'pg';
-import { errorSummary, transaction } from '../db/pool.js';
+import { transaction } from '../db/pool.js';
+import { errorSummary } from '../db/errors.js';
 import type { Queries } from '../db/sql.js';
 import type { Logger } from '../log.js';
+import { jittered } from '../util/backoff.js';
 
 export interface PrunerOptions {
   pool: pg.Pool;
@@ -62,6 +64,6 @@ export class Pruner {
           this.running = undefined;
           this.schedule();
         });
-    }, this.opts.everyMs * (0.75 + Math.random() / 2));
+    }, jittered(this.opts.everyMs));
   }
 }

@@ -1,10 +1,12 @@
 // Puts back the jobs of workers that stopped heartbeating (SIGKILL, lost network, long pause).
 // Every worker runs it; row locks in the rescue statement make each rescue happen once.
 import type pg from 'pg';
-import { errorSummary, withClient } from '../db/pool.js';
+import { withClient } from '../db/pool.js';
+import { errorSummary } from '../db/errors.js';
 import type { Queries } from '../db/sql.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { jittered } from '../util/backoff.js';
 
 export interface RescuerOptions {
   pool: pg.Pool;
@@ -63,7 +65,7 @@ export class Rescuer {
   private schedule(): void {
     if (this.stopped) return;
     // jitter keeps workers that started together from rescuing in lockstep
-    const delay = this.timing.everyMs * (0.75 + Math.random() / 2);
+    const delay = jittered(this.timing.everyMs);
     this.timer = setTimeout(() => {
       this.running = this.rescueNow()
         .then(() => undefined, (err) => this.opts.log.warn({ err: errorSummary(err) }, 'rescue pass failed'))

@@ -5,9 +5,11 @@
 // benchmark). One worker at a time (an advisory lock); it borrows one pool connection for as
 // long as VACUUM runs. Skipped for good when this role may not vacuum the table.
 import type pg from 'pg';
-import { errorSummary, withClient } from '../db/pool.js';
+import { withClient } from '../db/pool.js';
+import { errorSummary } from '../db/errors.js';
 import type { Queries } from '../db/sql.js';
 import type { Logger } from '../log.js';
+import { jittered } from '../util/backoff.js';
 
 export interface VacuumerOptions {
   pool: pg.Pool;
@@ -91,6 +93,6 @@ export class Vacuumer {
           this.running = undefined;
           this.schedule();
         });
-    }, this.opts.checkEveryMs * (0.75 + Math.random() / 2));
+    }, jittered(this.opts.checkEveryMs));
   }
 }
