@@ -1,6 +1,6 @@
 // Writes the config reference generated from the schema into README.md (npm run docs:config).
 import { readFileSync, writeFileSync } from 'node:fs';
-import { configReference } from '../src/config.js';
+import { configReference } from '../src/config/reference.js';
 
 const START = '<!-- config-reference:start -->';
 const END = '<!-- config-reference:end -->';

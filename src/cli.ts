@@ -27,7 +27,10 @@ import {
   type WorkerStatus,
 } from './admin.js';
 import { checkBudget, readBudget, type Budget } from './budget.js';
-import { ConfigError, loadConfig, redactedConfig, redactUrl, type SluiceConfig } from './config.js';
+import { loadConfig, redactedConfig } from './config/load.js';
+import type { ConfigInput, SluiceConfig } from './config/schema.js';
+import { ConfigError } from './errors.js';
+import { redact } from './util/redact.js';
 import { createPool, endPool, poolOptions, withClient } from './db/pool.js';
 import { errorSummary, isMissingSchema } from './db/errors.js';
 import { errorCode, SluiceError, type ErrorCode } from './errors.js';
@@ -83,22 +86,12 @@ function oneLine(message: string): string {
   return `${head!.replace(/:$/, '')}: ${items.map((i) => i.replace(/^- /, '')).join('; ')}`;
 }
 
-function loadCliConfig(opts: CommonOptions): SluiceConfig {
+function loadCliConfig(opts: CommonOptions, flags: ConfigInput = {}, flagNames: Record<string, string> = {}): SluiceConfig {
   try {
-    return loadConfig({ file: opts.config });
+    return loadConfig({ file: opts.config, overrides: flags, overrideSource: (key) => flagNames[key] ?? key });
   } catch (err) {
     if (err instanceof ConfigError) throw usageError(oneLine(err.message));
     throw err;
-  }
-}
-
-/** Checks made by the Worker constructor, so `config check` catches them too. */
-function crossCheck(config: SluiceConfig): void {
-  const { heartbeatMs, rescueAfterMs } = config.worker;
-  if (heartbeatMs * 3 > rescueAfterMs) {
-    throw usageError(
-      `invalid configuration: worker.heartbeatMs (${heartbeatMs}) must be at most a third of worker.rescueAfterMs (${rescueAfterMs})`,
-    );
   }
 }
 
@@ -119,7 +112,7 @@ async function withDatabase<T>(config: SluiceConfig, fn: (pool: pg.Pool, schema:
     try {
       await withClient(pool, async () => undefined);
     } catch (err) {
-      throw failure(`cannot connect to the database at ${redactUrl(url)}: ${errorSummary(err).message}`);
+      throw failure(`cannot connect to the database at ${redact(url)}: ${errorSummary(err).message}`);
     }
     try {
       return await fn(pool, schema);
@@ -416,7 +409,6 @@ async function cmdBudget(opts: CommonOptions): Promise<void> {
 
 async function cmdConfigCheck(opts: CommonOptions): Promise<void> {
   const config = loadCliConfig(opts);
-  crossCheck(config);
   const shown = redactedConfig(config);
   if (opts.json) return printJson(shown);
   const source = opts.config ?? process.env.SLUICE_CONFIG;
@@ -453,15 +445,11 @@ let daemon = false;
 
 async function cmdStart(opts: StartOptions): Promise<void> {
   daemon = true;
-  // Flags (and, below, the embedded database URL and the example tasks) are handed over through
-  // the keys' environment variables: the environment wins over the config file, and the Worker
-  // loads the configuration the same way, so it sees exactly what was checked here. Task handlers
-  // see the effective values too (DATABASE_URL names the embedded database).
-  if (opts.tasks !== undefined) process.env.SLUICE_TASKS = opts.tasks;
-  if (opts.concurrency !== undefined) process.env.SLUICE_CONCURRENCY = String(opts.concurrency);
-  if (opts.queues !== undefined) process.env.SLUICE_QUEUES = opts.queues;
-  const config = loadCliConfig(opts);
-  crossCheck(config);
+  const flags = {
+    worker: { tasks: opts.tasks, concurrency: opts.concurrency, queues: opts.queues?.split(',').map((q) => q.trim()) },
+  } satisfies ConfigInput;
+  const flagNames = { 'worker.tasks': '--tasks', 'worker.concurrency': '--concurrency', 'worker.queues': '--queues' };
+  let config = loadCliConfig(opts, flags, flagNames);
   // the daemon's modules are loaded only here: the other commands start faster without them
   const [{ Worker }, { startHttpServer }, { startLocalDatabase }, { createLogger }] = await Promise.all([
     import('./worker.js'),
@@ -514,27 +502,23 @@ async function cmdStart(opts: StartOptions): Promise<void> {
       } catch (err) {
         throw failure(`cannot start the embedded PostgreSQL: ${errorSummary(err).message}`);
       }
-      config.database.url = process.env.DATABASE_URL = local.url;
+      // task handlers that open connections of their own find the embedded database here too
+      process.env.DATABASE_URL = local.url;
       migrateAtStart = true;
       log.info(
         { psql: local.url, dataDir: local.dataDir, port: local.port, reused: !local.owned },
         `embedded PostgreSQL ${local.owned ? 'started' : 'already running, reused'} on port ${local.port}: psql ${local.url}`,
       );
-      if (!existsSync(config.worker.tasks) && opts.tasks === undefined) {
-        log.info({ tasks: EXAMPLE_TASKS }, `${config.worker.tasks} does not exist: running the example tasks from ${EXAMPLE_TASKS}`);
-        config.worker.tasks = process.env.SLUICE_TASKS = EXAMPLE_TASKS;
-      }
+      const examples = !existsSync(config.worker.tasks) && opts.tasks === undefined;
+      if (examples) log.info({ tasks: EXAMPLE_TASKS }, `${config.worker.tasks} does not exist: running the example tasks from ${EXAMPLE_TASKS}`);
+      config = loadCliConfig(opts, { database: { url: local.url }, worker: { ...flags.worker, ...(examples ? { tasks: EXAMPLE_TASKS } : {}) } }, flagNames);
     }
     if (!existsSync(config.worker.tasks)) {
       throw usageError(
         `worker.tasks: ${config.worker.tasks} does not exist (a folder of task modules, or one module; set --tasks, SLUICE_TASKS or worker.tasks)`,
       );
     }
-    try {
-      worker = new Worker({ configFile: opts.config, logger: log, migrate: migrateAtStart });
-    } catch (err) {
-      throw usageError(err instanceof ConfigError ? oneLine(err.message) : errorSummary(err).message);
-    }
+    worker = new Worker({ config, logger: log, migrate: migrateAtStart });
     if (config.http.enabled) {
       http = await startHttpServer(worker, { host: config.http.host, port: config.http.port }).catch((err: Error) => {
         throw failure(err.message);

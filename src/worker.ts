@@ -6,7 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type pg from 'pg';
 import { filter, interval, merge, Subject, tap } from 'rxjs';
-import { loadConfig, type ConfigInput, type SluiceConfig } from './config.js';
+import { isResolvedConfig, loadConfig } from './config/load.js';
+import type { ConfigInput, SluiceConfig } from './config/schema.js';
 import { createPool, endPool, poolOptions, withClient } from './db/pool.js';
 import { errorSummary } from './db/errors.js';
 import { channelFor, loadQueries, type Queries } from './db/sql.js';
@@ -29,8 +30,11 @@ import { backoffMs } from './util/backoff.js';
 import { sleep, TIMED_OUT, withTimeout } from './util/time.js';
 
 export interface WorkerOptions {
-  /** Config values; they win over the config file and the environment. */
-  config?: ConfigInput;
+  /**
+   * The configuration: one returned by loadConfig, taken as it is; or config values, which win
+   * over the config file and the environment.
+   */
+  config?: ConfigInput | SluiceConfig;
   /** Config file (YAML or JSON); defaults to $SLUICE_CONFIG. */
   configFile?: string;
   /** Handlers; when omitted they are loaded from worker.tasks. */
@@ -66,7 +70,7 @@ export class Worker {
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly opts: WorkerOptions = {}) {
-    this.config = loadConfig({ file: opts.configFile, overrides: opts.config });
+    this.config = isResolvedConfig(opts.config) ? opts.config : loadConfig({ file: opts.configFile, overrides: opts.config });
     this.log = opts.logger ?? createLogger(this.config.log);
     this.queries = loadQueries(this.config.database.schema);
     const { worker, database } = this.config;
@@ -79,11 +83,6 @@ export class Worker {
       poolSize: database.poolSize,
       version: VERSION,
     };
-    if (worker.heartbeatMs * 3 > worker.rescueAfterMs) {
-      throw new Error(
-        `worker.heartbeatMs (${worker.heartbeatMs}) must be at most a third of worker.rescueAfterMs (${worker.rescueAfterMs}), or live workers would be rescued`,
-      );
-    }
   }
 
   /** The pool the worker uses; also for enqueueing through the same bounded connections. */

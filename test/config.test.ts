@@ -3,7 +3,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
-import { configSchema, loadConfig, redactedConfig, ConfigError } from '../src/config.js';
+import { loadConfig, redactedConfig } from '../src/config/load.js';
+import { configSchema } from '../src/config/schema.js';
+import { ConfigError } from '../src/errors.js';
 
 let dir: string;
 function file(name: string, text: string): string {
@@ -96,7 +98,7 @@ describe('configuration', () => {
 
 describe('README config reference', () => {
   it('is the one generated from the schema (npm run docs:config)', async () => {
-    const { configReference } = await import('../src/config.js');
+    const { configReference } = await import('../src/config/reference.js');
     const readme = readFileSync('README.md', 'utf8');
     const section = readme.split('<!-- config-reference:start -->')[1]?.split('<!-- config-reference:end -->')[0]?.trim();
     expect(section).to.equal(configReference());

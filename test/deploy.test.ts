@@ -11,7 +11,8 @@ import { Deployment } from 'kubernetes-models/apps/v1';
 import { Job } from 'kubernetes-models/batch/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
-import { configSchema, loadConfig, type SluiceConfig } from '../src/config.js';
+import { loadConfig } from '../src/config/load.js';
+import { configSchema, type SluiceConfig } from '../src/config/schema.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const k8sDir = path.join(root, 'deploy', 'kubernetes');

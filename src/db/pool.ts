@@ -1,7 +1,7 @@
 // The one bounded pool. Every borrow goes through withClient, which returns the client in a
 // finally: destroyed when it broke, returned otherwise. Nothing else calls pool.connect().
 import pg from 'pg';
-import type { SluiceConfig } from '../config.js';
+import type { SluiceConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { TIMED_OUT, withTimeout } from '../util/time.js';
 import { errorSummary, isConnectionBroken, markConnectionBroken } from './errors.js';

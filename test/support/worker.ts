@@ -1,7 +1,7 @@
 // Starting workers against a test database, and reading what happened to jobs.
 import pg from 'pg';
 import { Worker } from '../../src/worker.js';
-import type { ConfigInput } from '../../src/config.js';
+import type { ConfigInput, SluiceConfig } from '../../src/config/schema.js';
 import type { TaskList } from '../../src/tasks.js';
 import { migrate } from '../../src/migrate.js';
 import { createLogger, type Logger } from '../../src/log.js';
@@ -22,7 +22,7 @@ export async function startWorker(url: string, tasks: TaskList, config: ConfigIn
       database: { url, poolSize: 3, ...config.database },
       worker: { concurrency: 4, pollMs: 60_000, retryBaseMs: 10, heartbeatMs: 500, ...config.worker },
       http: { enabled: false },
-      log: { level: process.env.SLUICE_TEST_LOG ?? 'silent', format: 'json', ...config.log },
+      log: { level: (process.env.SLUICE_TEST_LOG ?? 'silent') as SluiceConfig['log']['level'], format: 'json', ...config.log },
     },
     tasks,
     logger: logger ?? createLogger({ level: process.env.SLUICE_TEST_LOG ?? 'silent', format: 'json' }),

@@ -1,14 +1,8 @@
 // The one configuration schema. Every key has a doc, a default, a format and, where useful, an
 // environment variable. Key names are a public contract: users' files and scripts rely on them.
+// The SluiceConfig type is derived from the schema, so the two cannot drift apart.
 import convict from 'convict';
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import YAML from 'yaml';
-import { assertIdentifier } from './db/sql.js';
-import { ConfigError } from './errors.js';
-import { redact } from './util/redact.js';
-
-export { ConfigError };
+import { assertIdentifier } from '../db/sql.js';
 
 function positiveInt(name: string, min: number) {
   return {
@@ -56,10 +50,6 @@ convict.addFormat({
   },
   coerce: (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()) : v),
 });
-convict.addParser([
-  { extension: ['yml', 'yaml'], parse: (text: string) => YAML.parse(text) },
-  { extension: 'json', parse: (text: string) => JSON.parse(text) },
-]);
 
 export const configSchema = {
   database: {
@@ -245,153 +235,34 @@ export const configSchema = {
       env: 'SLUICE_LOG_FORMAT',
     },
   },
-};
+} as const;
 
-export interface SluiceConfig {
-  database: {
-    url: string;
-    poolSize: number;
-    schema: string;
-    connectionTimeoutMs: number;
-    statementTimeoutMs: number;
-    idleInTransactionTimeoutMs: number;
-    retryOnStartup: boolean;
-    strictBudget: boolean;
-    listenerCheckMs: number;
-    embeddedDir: string;
-  };
-  worker: {
-    concurrency: number;
-    tasks: string;
-    queues: string[];
-    shutdownGraceMs: number;
-    rescueAfterMs: number;
-    heartbeatMs: number;
-    pollMs: number;
-    jobTimeoutMs: number;
-    retryBaseMs: number;
-    retryMaxMs: number;
-    keepCompletedMs: number;
-    keepFailedMs: number;
-    pruneEveryMs: number;
-    vacuumDeadRows: number;
-  };
-  http: { enabled: boolean; host: string; port: number };
-  log: { level: string; format: 'auto' | 'json' | 'pretty' };
-}
+type Widen<D> = D extends string ? string : D extends number ? number : D extends boolean ? boolean : D extends readonly string[] ? string[] : D;
+type ValueOf<Leaf> = Leaf extends { format: readonly (infer U)[] } ? U : Leaf extends { default: infer D } ? Widen<D> : never;
+type ConfigOf<S> = { -readonly [K in keyof S]: S[K] extends { default: unknown } ? ValueOf<S[K]> : ConfigOf<S[K]> };
+
+/** The resolved configuration: every key of the schema with its value. */
+export type SluiceConfig = ConfigOf<typeof configSchema>;
 
 /** Any subset of the config, as a file or an API caller gives it. */
 export type ConfigInput = { [K in keyof SluiceConfig]?: Partial<SluiceConfig[K]> };
 
-export interface LoadOptions {
-  /** Config file (YAML or JSON); defaults to $SLUICE_CONFIG. */
-  file?: string;
-  /** Values that win over file and environment (command-line flags, API callers). */
-  overrides?: ConfigInput;
-  env?: NodeJS.ProcessEnv;
+export interface KeySpec {
+  doc: string;
+  default: unknown;
+  env?: string;
+  sensitive?: boolean;
 }
 
-export function loadConfig(opts: LoadOptions = {}): SluiceConfig {
-  const env = opts.env ?? process.env;
-  const conf = convict(configSchema, { env: env as Record<string, string>, args: [] });
-  const file = opts.file ?? env.SLUICE_CONFIG;
-  const where = file ? ` in ${file}` : '';
-  if (file) {
-    if (!existsSync(file)) throw new ConfigError(`config file ${file} does not exist`);
-    const ext = path.extname(file).toLowerCase();
-    if (!['.yml', '.yaml', '.json'].includes(ext)) {
-      throw new ConfigError(`config file ${file} must end in .yaml, .yml or .json`);
-    }
-    let parsed: unknown;
-    try {
-      const text = readFileSync(file, 'utf8');
-      parsed = ext === '.json' ? JSON.parse(text) : YAML.parse(text);
-    } catch (err) {
-      throw new ConfigError(`config file ${file} cannot be parsed: ${(err as Error).message}`);
-    }
-    if (parsed !== null && parsed !== undefined) {
-      if (typeof parsed !== 'object' || Array.isArray(parsed)) {
-        throw new ConfigError(`config file ${file} must hold a mapping of sections (database, worker, http, log)`);
-      }
-      conf.load(parsed as object);
-      reapplyEnv(conf, env);
-    }
-  }
-  if (opts.overrides) applyOverrides(conf, opts.overrides);
-  try {
-    conf.validate({ allowed: 'strict' });
-  } catch (err) {
-    throw new ConfigError(`invalid configuration${where}:\n${describeErrors((err as Error).message)}`);
-  }
-  return conf.getProperties() as SluiceConfig;
-}
-
-// conf.load() ranks below the environment in convict; overrides must win over it, key by key.
-function applyOverrides(conf: { set(name: never, value: never): unknown }, overrides: ConfigInput): void {
-  const walk = (node: Record<string, unknown>, prefix: string) => {
-    for (const [key, value] of Object.entries(node)) {
-      if (value === undefined) continue;
-      const name = prefix ? `${prefix}.${key}` : key;
-      if (value !== null && typeof value === 'object' && !Array.isArray(value)) walk(value as Record<string, unknown>, name);
-      else conf.set(name as never, value as never);
-    }
-  };
-  walk(overrides as Record<string, unknown>, '');
-}
-
-// convict lets a loaded file win over the environment; the documented order is file < env < flags.
-function reapplyEnv(conf: { set(name: never, value: never): unknown }, env: NodeJS.ProcessEnv): void {
+/** Every key of the schema with its spec, in schema order: `[ ['database.url', spec], ... ]`. */
+export function schemaKeys(): [string, KeySpec][] {
+  const out: [string, KeySpec][] = [];
   const walk = (node: Record<string, unknown>, prefix: string) => {
     for (const [key, spec] of Object.entries(node)) {
-      const name = prefix ? `${prefix}.${key}` : key;
-      const s = spec as { env?: string; default?: unknown };
-      if (s && typeof s === 'object' && 'default' in s) {
-        if (s.env && env[s.env] !== undefined) conf.set(name as never, env[s.env] as never);
-      } else {
-        walk(spec as Record<string, unknown>, name);
-      }
+      if (spec && typeof spec === 'object' && 'default' in spec) out.push([`${prefix}${key}`, spec as KeySpec]);
+      else walk(spec as Record<string, unknown>, `${prefix}${key}.`);
     }
   };
   walk(configSchema as unknown as Record<string, unknown>, '');
-}
-
-function describeErrors(message: string): string {
-  return message
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((line) => {
-      const undeclared = /configuration param '([^']+)' not declared in the schema/.exec(line);
-      if (undeclared) return `  - ${undeclared[1]}: unknown key (see config/sluice.example.yaml for the keys)`;
-      // convict: "worker.concurrency: must be an integer >= 1: value was -1"
-      return `  - ${line.replace(/: value was (.*)$/, (_m, v: string) => `: got ${redact(v)}`)}`;
-    })
-    .join('\n');
-}
-
-/** The URL with its credentials replaced, for logs and `config check`. */
-export function redactUrl(url: string): string {
-  return redact(url);
-}
-
-/** The effective config with every secret replaced; safe to print. */
-export function redactedConfig(config: SluiceConfig): SluiceConfig {
-  return { ...config, database: { ...config.database, url: redactUrl(config.database.url) } };
-}
-
-/** The config reference as a Markdown table, generated from the schema (the README embeds it). */
-export function configReference(): string {
-  const rows: string[] = ['| key | default | environment | meaning |', '|---|---|---|---|'];
-  const walk = (node: Record<string, unknown>, prefix: string) => {
-    for (const [key, spec] of Object.entries(node)) {
-      const s = spec as { doc?: string; default?: unknown; env?: string };
-      if (s && typeof s === 'object' && 'default' in s) {
-        const def = JSON.stringify(s.default);
-        rows.push(`| \`${prefix}${key}\` | \`${def}\` | ${s.env ? `\`${s.env}\`` : ''} | ${s.doc?.replaceAll('|', '\\|') ?? ''} |`);
-      } else {
-        walk(spec as Record<string, unknown>, `${prefix}${key}.`);
-      }
-    }
-  };
-  walk(configSchema as unknown as Record<string, unknown>, '');
-  return rows.join('\n');
+  return out;
 }
