@@ -1,7 +1,7 @@
 // Operator functions behind `sluice status`, `jobs`, `show`, `retry` and `cancel`. The SQL lives
 // in sql/admin/; these functions only pass parameters and shape rows.
-import type pg from 'pg';
-import { readSqlFile } from './db/sql.js';
+import { loadQueries, type JobRow } from './db/queries.js';
+import type { Queryable } from './db/statement.js';
 import { JobNotFoundError, JobStateError } from './errors.js';
 
 export { JobNotFoundError, JobStateError };
@@ -94,8 +94,8 @@ export function parseJobId(id: string | number): string {
   return s;
 }
 
-export async function queueStatus(db: pg.Pool | pg.ClientBase, schema: string): Promise<QueueStatus[]> {
-  const res = await db.query(readSqlFile('admin/queue_status.sql', schema));
+export async function queueStatus(db: Queryable, schema: string): Promise<QueueStatus[]> {
+  const res = await loadQueries(schema).queue_status.run(db, {});
   return res.rows.map((r) => ({
     queue: r.queue,
     runnable: r.runnable,
@@ -117,8 +117,8 @@ export function unservedQueues(queues: QueueStatus[], workers: WorkerStatus[]): 
   return queues.filter((q) => q.runnable + q.scheduled > 0 && !served.has(q.queue)).map((q) => q.queue);
 }
 
-export async function listWorkers(db: pg.Pool | pg.ClientBase, schema: string, rescueAfterMs: number): Promise<WorkerStatus[]> {
-  const res = await db.query(readSqlFile('admin/workers.sql', schema), [rescueAfterMs]);
+export async function listWorkers(db: Queryable, schema: string, rescueAfterMs: number): Promise<WorkerStatus[]> {
+  const res = await loadQueries(schema).workers.run(db, { rescueAfterMs });
   return res.rows.map((r) => ({
     id: r.id,
     host: r.host,
@@ -135,28 +135,28 @@ export async function listWorkers(db: pg.Pool | pg.ClientBase, schema: string, r
   }));
 }
 
-export async function listJobs(db: pg.Pool | pg.ClientBase, schema: string, filter: JobFilter = {}): Promise<JobSummary[]> {
+export async function listJobs(db: Queryable, schema: string, filter: JobFilter = {}): Promise<JobSummary[]> {
   if (filter.status !== undefined && !JOB_STATUSES.includes(filter.status)) {
     throw new RangeError(`status must be one of ${JOB_STATUSES.join(', ')}, got ${JSON.stringify(filter.status)}`);
   }
   const limit = filter.limit ?? 20;
   if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`limit must be an integer of at least 1, got ${limit}`);
-  const res = await db.query(readSqlFile('admin/list_jobs.sql', schema), [
-    filter.status ?? null,
-    filter.queue ?? null,
-    filter.task ?? null,
+  const res = await loadQueries(schema).list_jobs.run(db, {
+    status: filter.status ?? null,
+    queue: filter.queue ?? null,
+    task: filter.task ?? null,
     limit,
-  ]);
+  });
   return res.rows.map(jobSummary);
 }
 
 /** The fields a job list shows, from a row of sql/admin/list_jobs.sql or show_job.sql. */
-function jobSummary(r: Record<string, any>): JobSummary {
+function jobSummary(r: Omit<JobRow, 'payload' | 'errors' | 'result' | 'locked_at'>): JobSummary {
   return {
     id: String(r.id),
     queue: r.queue,
     task: r.task,
-    status: r.status,
+    status: r.status as JobStatus,
     priority: r.priority,
     runAt: iso(r.run_at)!,
     attempts: r.attempts,
@@ -171,9 +171,9 @@ function jobSummary(r: Record<string, any>): JobSummary {
 }
 
 /** One job with its payload, result and error history; throws JobNotFoundError. */
-export async function getJob(db: pg.Pool | pg.ClientBase, schema: string, id: string | number): Promise<JobDetail> {
+export async function getJob(db: Queryable, schema: string, id: string | number): Promise<JobDetail> {
   const jobId = parseJobId(id);
-  const res = await db.query(readSqlFile('admin/show_job.sql', schema), [jobId]);
+  const res = await loadQueries(schema).show_job.run(db, { id: jobId });
   const r = res.rows[0];
   if (!r) throw new JobNotFoundError(jobId);
   return {
@@ -195,9 +195,9 @@ export interface StatusChange {
  * Runs a finished job again now (or moves a queued one to now). Throws JobNotFoundError, and
  * JobStateError for a running job (cancel it first, or let it finish).
  */
-export async function retryJob(db: pg.Pool | pg.ClientBase, schema: string, id: string | number): Promise<StatusChange> {
+export async function retryJob(db: Queryable, schema: string, id: string | number): Promise<StatusChange> {
   const jobId = parseJobId(id);
-  const res = await db.query(readSqlFile('admin/retry_job.sql', schema), [jobId]);
+  const res = await loadQueries(schema).retry_job.run(db, { id: jobId });
   const status = res.rows[0]?.status as JobStatus | null;
   if (status === null || status === undefined) throw new JobNotFoundError(jobId);
   if (status !== 'queued') {
@@ -210,9 +210,9 @@ export async function retryJob(db: pg.Pool | pg.ClientBase, schema: string, id: 
  * Cancels a queued or running job (a running handler is told to abort). Throws JobNotFoundError,
  * and JobStateError when the job had already completed or failed.
  */
-export async function cancelJob(db: pg.Pool | pg.ClientBase, schema: string, id: string | number): Promise<StatusChange> {
+export async function cancelJob(db: Queryable, schema: string, id: string | number): Promise<StatusChange> {
   const jobId = parseJobId(id);
-  const res = await db.query(readSqlFile('admin/cancel_job.sql', schema), [jobId]);
+  const res = await loadQueries(schema).cancel_job.run(db, { id: jobId });
   const status = res.rows[0]?.status as JobStatus | null;
   if (status === null || status === undefined) throw new JobNotFoundError(jobId);
   if (status !== 'cancelled') {

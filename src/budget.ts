@@ -3,7 +3,7 @@
 // worker checks it at startup (warning, or refusing when told to be strict).
 import type pg from 'pg';
 import { withClient } from './db/pool.js';
-import { readSqlFile } from './db/sql.js';
+import { loadQueries, type WorkerRow } from './db/queries.js';
 import { isMissingSchema } from './db/errors.js';
 
 export interface WorkerBudget {
@@ -62,19 +62,13 @@ const TAGGED = /^sluice(?:-listener)?[ :](.+)$/;
 export async function readBudget(pool: pg.Pool, schema: string, opts: ReadBudgetOptions = {}): Promise<Budget> {
   const rescueAfterMs = opts.rescueAfterMs ?? 15_000;
   return withClient(pool, async (client) => {
-    const server = (await client.query(readSqlFile('admin/budget.sql', schema))).rows[0] as {
-      max_connections: number;
-      superuser_reserved: number;
-      reserved: number;
-      in_use: number;
-      sluice: number;
-      others: number;
-    };
-    const sessions = (await client.query<SessionRow>(readSqlFile('admin/budget_sessions.sql', schema))).rows;
-    let workers: { id: string; host: string; pid: number; pool_size: number; alive: boolean; heartbeat_age_seconds: number }[] = [];
+    const q = loadQueries(schema);
+    const server = (await q.budget.run(client, {})).rows[0]!;
+    const sessions = (await q.budget_sessions.run(client, {})).rows;
+    let workers: WorkerRow[] = [];
     let schemaInstalled = true;
     try {
-      workers = (await client.query(readSqlFile('admin/workers.sql', schema), [rescueAfterMs])).rows;
+      workers = (await q.workers.run(client, { rescueAfterMs })).rows;
     } catch (err) {
       if (!isMissingSchema(err)) throw err;
       schemaInstalled = false;

@@ -2,6 +2,7 @@
 // transaction behind an advisory lock, so two processes migrating at once apply each file once.
 import type pg from 'pg';
 import { assertIdentifier, loadMigrations } from './db/sql.js';
+import { loadQueries } from './db/queries.js';
 import { transaction, withClient } from './db/pool.js';
 
 export interface MigrateResult {
@@ -18,14 +19,11 @@ export function expectedVersion(schema = 'sluice'): number {
 export async function migrate(pool: pg.Pool, schema: string): Promise<MigrateResult> {
   assertIdentifier(schema);
   const migrations = loadMigrations(schema);
+  const q = loadQueries(schema);
   return transaction(pool, async (client) => {
-    await client.query("SELECT pg_advisory_xact_lock(hashtextextended('sluice.migrate.' || $1, 0))", [schema]);
-    await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
-    await client.query(`CREATE TABLE IF NOT EXISTS "${schema}".migrations (
-      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
-    const done = new Set(
-      (await client.query<{ version: number }>(`SELECT version FROM "${schema}".migrations`)).rows.map((r) => r.version),
-    );
+    await q.migrate_lock.run(client, {});
+    await q.migrate_prepare.run(client, {});
+    const done = new Set((await q.migrate_applied.run(client, {})).rows.map((r) => r.version));
     const applied: number[] = [];
     for (const m of migrations) {
       if (done.has(m.version)) continue;
@@ -35,7 +33,7 @@ export async function migrate(pool: pg.Pool, schema: string): Promise<MigrateRes
         (err as Error).message = `migration ${m.version}_${m.name} failed: ${(err as Error).message}`;
         throw err;
       }
-      await client.query(`INSERT INTO "${schema}".migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
+      await q.migrate_record.run(client, { version: m.version, name: m.name });
       applied.push(m.version);
     }
     const version = Math.max(0, ...done, ...applied);
@@ -49,10 +47,9 @@ export async function migrate(pool: pg.Pool, schema: string): Promise<MigrateRes
 /** The applied version, or 0 when sluice was never migrated in this schema. */
 export async function currentVersion(pool: pg.Pool, schema: string): Promise<number> {
   assertIdentifier(schema);
+  const q = loadQueries(schema);
   return withClient(pool, async (client) => {
-    const exists = await client.query('SELECT to_regclass($1) AS t', [`"${schema}".migrations`]);
-    if (!exists.rows[0].t) return 0;
-    const r = await client.query(`SELECT coalesce(max(version), 0) AS v FROM "${schema}".migrations`);
-    return Number(r.rows[0].v);
+    if (!(await q.migrate_installed.run(client, {})).rows[0]!.installed) return 0;
+    return (await q.migrate_version.run(client, {})).rows[0]!.version;
   });
 }

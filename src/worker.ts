@@ -10,7 +10,8 @@ import { isResolvedConfig, loadConfig } from './config/load.js';
 import type { ConfigInput, SluiceConfig } from './config/schema.js';
 import { createPool, endPool, poolOptions, withClient } from './db/pool.js';
 import { errorSummary } from './db/errors.js';
-import { channelFor, loadQueries, type Queries } from './db/sql.js';
+import { channelFor } from './db/sql.js';
+import { loadQueries, type Queries } from './db/queries.js';
 import { claimJobs, type ClaimedJob } from './jobs/claim.js';
 import { Completer } from './jobs/complete.js';
 import { addJob, addJobs, type JobSpec } from './jobs/enqueue.js';
@@ -190,7 +191,6 @@ export class Worker {
     this.pruner = new Pruner({
       pool,
       queries: this.queries,
-      schema: config.database.schema,
       keepCompletedMs: config.worker.keepCompletedMs,
       keepFailedMs: config.worker.keepFailedMs,
       everyMs: config.worker.pruneEveryMs,
@@ -199,7 +199,6 @@ export class Worker {
     this.vacuumer = new Vacuumer({
       pool,
       queries: this.queries,
-      schema: config.database.schema,
       deadRows: config.worker.vacuumDeadRows,
       checkEveryMs: 5000,
       timeoutMs: 600_000,
@@ -320,7 +319,7 @@ export class Worker {
     if (!left.length) return;
     try {
       const res = await withClient(this.pool!, (c) =>
-        c.query({ ...this.queries.release_jobs, values: [left.map((r) => r.job.id), left.map((r) => r.job.token)] }),
+        this.queries.release_jobs.run(c, { ids: left.map((r) => r.job.id), tokens: left.map((r) => r.job.token) }),
       );
       this.log.info({ jobs: res.rows.map((r) => String(r.id)) }, 'unfinished jobs put back to queued without spending an attempt');
     } catch (err) {
@@ -396,7 +395,7 @@ export class Worker {
   }
 
   private async queueStats() {
-    const res = await withClient(this.db, (c) => c.query(this.queries.queue_depth));
+    const res = await withClient(this.db, (c) => this.queries.queue_depth.run(c, {}));
     return res.rows.map((r) => ({ queue: r.queue, status: r.status, count: r.n, oldestRunnableSeconds: r.oldest }));
   }
 }

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import pg from 'pg';
-import { loadQueries } from '../src/db/sql.js';
+import { loadQueries } from '../src/db/queries.js';
 import { Completer } from '../src/jobs/complete.js';
 import type { ClaimedJob } from '../src/jobs/claim.js';
 import { silentLogger } from '../src/log.js';

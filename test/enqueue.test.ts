@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { migrate } from '../src/migrate.js';
 import { addJob, addJobs, InvalidJobError } from '../src/jobs/enqueue.js';
-import { loadQueries } from '../src/db/sql.js';
+import { loadQueries } from '../src/db/queries.js';
 import { createTestDatabase, waitFor } from './support/db.js';
 
 async function rejection(p: Promise<unknown>): Promise<Error> {
@@ -80,20 +80,20 @@ describe('enqueueing', () => {
     const q = loadQueries('sluice');
     const [a, b, c, d] = await addJobs(pool, ['a', 'b', 'c', 'd'].map((task) => ({ task, queue: 'cycle' })));
     const claim = async () =>
-      (await pool.query({ ...q.claim_jobs, values: [['cycle'], 10, 'w1'] })).rows.map((r) => ({ id: String(r.id), token: String(r.lock_token) }));
+      (await q.claim_jobs.run(pool, { queues: ['cycle'], limit: 10, workerId: 'w1' })).rows.map((r) => ({ id: String(r.id), token: String(r.lock_token) }));
     let claimed: { id: string; token: string }[] = [];
     expect(await notificationsOf(async () => (claimed = await claim()))).to.deep.equal([]);
     const token = (id: string) => claimed.find((j) => j.id === id)!.token;
     const done = await notificationsOf(() =>
-      pool.query({ ...q.complete_jobs, values: [JSON.stringify([{ id: a, token: token(a!), result: null }])] }),
+      q.complete_jobs.run(pool, { completions: JSON.stringify([{ id: a, token: token(a!), result: null }]) }),
     );
     expect(done).to.deep.equal([]);
     const retried = await notificationsOf(() =>
-      pool.query({ ...q.fail_jobs, values: [JSON.stringify([{ id: b, token: token(b!), error: 'boom', retry: true, delay_ms: 60_000 }])] }),
+      q.fail_jobs.run(pool, { failures: JSON.stringify([{ id: b, token: token(b!), error: 'boom', retry: true, delay_ms: 60_000 }]) }),
     );
     expect(retried).to.have.length(1);
     expect(retried[0]).to.include({ queue: 'cycle', due: false });
-    const released = await notificationsOf(() => pool.query({ ...q.release_jobs, values: [[c, d], [token(c!), token(d!)]] }));
+    const released = await notificationsOf(() => q.release_jobs.run(pool, { ids: [c!, d!], tokens: [token(c!), token(d!)] }));
     expect(released).to.deep.equal([{ queue: 'cycle', due: true, runAt: null }]);
     const again = await notificationsOf(() => pool.query('SELECT sluice.retry_job($1)', [a]));
     expect(again).to.deep.equal([{ queue: 'cycle', due: true, runAt: null }]);

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { Pruner } from '../src/maintenance/pruner.js';
-import { loadQueries } from '../src/db/sql.js';
+import { loadQueries } from '../src/db/queries.js';
 import { silentLogger } from '../src/log.js';
 import { createTestDatabase } from './support/db.js';
 import { migrated } from './support/worker.js';
@@ -15,7 +15,7 @@ describe('pruner', () => {
 
   const day = 86_400_000;
   const pruner = (keepCompletedMs: number, keepFailedMs: number) =>
-    new Pruner({ pool, queries: loadQueries('sluice'), schema: 'sluice', keepCompletedMs, keepFailedMs, everyMs: 60_000, batchSize: 7, log: silentLogger() });
+    new Pruner({ pool, queries: loadQueries('sluice'), keepCompletedMs, keepFailedMs, everyMs: 60_000, batchSize: 7, log: silentLogger() });
 
   async function seed(): Promise<void> {
     await pool.query('TRUNCATE sluice.jobs');

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import pg from 'pg';
-import { loadQueries } from '../src/db/sql.js';
+import { loadQueries } from '../src/db/queries.js';
 import { silentLogger } from '../src/log.js';
 import { Vacuumer } from '../src/maintenance/vacuumer.js';
 import { applyRoles } from '../src/roles.js';
@@ -27,7 +27,7 @@ describe('vacuumer', () => {
   });
 
   const vacuumer = (p: pg.Pool, deadRows: number) =>
-    new Vacuumer({ pool: p, queries: loadQueries('sluice'), schema: 'sluice', deadRows, checkEveryMs: 60_000, timeoutMs: 60_000, log: silentLogger() });
+    new Vacuumer({ pool: p, queries: loadQueries('sluice'), deadRows, checkEveryMs: 60_000, timeoutMs: 60_000, log: silentLogger() });
   const deadRows = async () =>
     Number((await pool.query("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'sluice.jobs'::regclass")).rows[0].n_dead_tup);
 

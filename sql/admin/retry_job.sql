@@ -1,2 +1,2 @@
--- $1 id. The status after the call, NULL when there is no such job.
-SELECT :"schema".retry_job($1) AS status
+-- The status after the call, NULL when there is no such job.
+SELECT :"schema".retry_job(:id) AS status

@@ -1,21 +1,21 @@
--- Take up to $2 runnable jobs of the queues $1 for worker $3: highest priority (lowest number)
+-- Take up to :limit runnable jobs of the queues :queues for worker :worker_id: highest priority (lowest number)
 -- first, then oldest run_at, then id. Each claim gets a new fencing token.
 -- One index scan per queue (LATERAL): `queue = ANY (...)` would sort every queued row instead.
 WITH next AS (
   SELECT c.id
-  FROM unnest($1::text[]) AS q(name)
+  FROM unnest(:queues::text[]) AS q(name)
   CROSS JOIN LATERAL (
     SELECT id, priority, run_at FROM :"schema".jobs
     WHERE status = 'queued' AND queue = q.name AND run_at <= now()
     ORDER BY priority, run_at, id
-    LIMIT $2
+    LIMIT :limit
     FOR UPDATE SKIP LOCKED
   ) c
   ORDER BY c.priority, c.run_at, c.id
-  LIMIT $2
+  LIMIT :limit
 )
 UPDATE :"schema".jobs j
-SET status = 'running', attempts = j.attempts + 1, locked_by = $3, locked_at = now(), started_at = now(),
+SET status = 'running', attempts = j.attempts + 1, locked_by = :worker_id, locked_at = now(), started_at = now(),
     lock_token = nextval(':"schema".lock_tokens')
 FROM next
 WHERE j.id = next.id

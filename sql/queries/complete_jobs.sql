@@ -1,8 +1,8 @@
--- Write results: $1 is a JSON array of {id, token, result}. Only a job still running under the
+-- Write results: :completions is a JSON array of {id, token, result}. Only a job still running under the
 -- same fencing token is completed. Returns the ids that were refused (cancelled, rescued or
 -- re-claimed meanwhile): none in the common case, so a batch costs no rows to send and read.
 WITH d AS (
-  SELECT * FROM jsonb_to_recordset($1::jsonb) AS d(id bigint, token bigint, result jsonb)
+  SELECT * FROM jsonb_to_recordset(:completions::jsonb) AS d(id bigint, token bigint, result jsonb)
 ), completed AS (
   UPDATE :"schema".jobs j
   SET status = 'completed', result = d.result, finished_at = now()

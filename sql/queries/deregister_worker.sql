@@ -1,1 +1,1 @@
-DELETE FROM :"schema".workers WHERE id = $1
+DELETE FROM :"schema".workers WHERE id = :id

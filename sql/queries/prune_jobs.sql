@@ -1,12 +1,12 @@
--- Delete up to $3 finished jobs: completed ones finished more than $1 ms ago, failed and
--- cancelled ones more than $2 ms ago (a retention of 0 keeps them). The first condition on
+-- Delete up to :batch_size finished jobs: completed ones finished more than :keep_completed_ms
+-- ago, failed and cancelled ones more than :keep_failed_ms ago (a retention of 0 keeps them). The first condition on
 -- finished_at alone lets the BRIN index find candidate pages.
 WITH doomed AS (
   SELECT id FROM :"schema".jobs
-  WHERE finished_at < now() - least(CASE WHEN $1 > 0 THEN $1 END, CASE WHEN $2 > 0 THEN $2 END) * interval '1 millisecond'
-    AND ((status = 'completed' AND $1 > 0 AND finished_at < now() - $1 * interval '1 millisecond')
-      OR (status IN ('failed', 'cancelled') AND $2 > 0 AND finished_at < now() - $2 * interval '1 millisecond'))
-  LIMIT $3
+  WHERE finished_at < now() - least(CASE WHEN :keep_completed_ms > 0 THEN :keep_completed_ms END, CASE WHEN :keep_failed_ms > 0 THEN :keep_failed_ms END) * interval '1 millisecond'
+    AND ((status = 'completed' AND :keep_completed_ms > 0 AND finished_at < now() - :keep_completed_ms * interval '1 millisecond')
+      OR (status IN ('failed', 'cancelled') AND :keep_failed_ms > 0 AND finished_at < now() - :keep_failed_ms * interval '1 millisecond'))
+  LIMIT :batch_size
   FOR UPDATE SKIP LOCKED
 )
 DELETE FROM :"schema".jobs j USING doomed WHERE j.id = doomed.id

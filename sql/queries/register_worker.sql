@@ -1,4 +1,4 @@
--- $1 id, $2 host, $3 pid, $4 queues, $5 concurrency, $6 pool size, $7 version
+-- A worker announces itself; registering again (after being presumed dead) renews it.
 INSERT INTO :"schema".workers (id, host, pid, queues, concurrency, pool_size, version)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+VALUES (:id, :host, :pid, :queues, :concurrency, :pool_size, :version)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()

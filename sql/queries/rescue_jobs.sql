@@ -1,9 +1,9 @@
--- Requeue (or fail, with no attempts left) the running jobs of workers silent for $1 ms, and of
+-- Requeue (or fail, with no attempts left) the running jobs of workers silent for :dead_after_ms, and of
 -- holders that are not registered at all, and notify their queues. Row locks make each rescue
 -- happen exactly once when several workers rescue at the same moment.
 WITH dead AS (
   DELETE FROM :"schema".workers
-  WHERE heartbeat_at < now() - $1 * interval '1 millisecond'
+  WHERE heartbeat_at < now() - :dead_after_ms * interval '1 millisecond'
   RETURNING id
 ), lost AS (
   SELECT j.id FROM :"schema".jobs j

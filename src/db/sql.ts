@@ -67,37 +67,3 @@ export function loadMigrations(schema: string): Migration[] {
       sql: readSqlFile(path.join('migrations', f), schema),
     }));
 }
-
-export const queryNames = [
-  'claim_jobs',
-  'claim_jobs_one_queue',
-  'complete_jobs',
-  'fail_jobs',
-  'release_jobs',
-  'release_orphans',
-  'heartbeat',
-  'register_worker',
-  'deregister_worker',
-  'rescue_jobs',
-  'prune_jobs',
-  'lost_jobs',
-  'queue_depth',
-  'dead_rows',
-] as const;
-export type QueryName = (typeof queryNames)[number];
-
-/** Named queries: pg prepares each once per connection under a schema-qualified name. */
-export type Queries = Record<QueryName, { name: string; text: string }>;
-
-const cache = new Map<string, Queries>();
-
-export function loadQueries(schema: string): Queries {
-  let q = cache.get(schema);
-  if (!q) {
-    q = Object.fromEntries(
-      queryNames.map((n) => [n, { name: `${schema}.${n}`, text: readSqlFile(path.join('queries', `${n}.sql`), schema) }]),
-    ) as Queries;
-    cache.set(schema, q);
-  }
-  return q;
-}

@@ -1,7 +1,7 @@
 // Taking runnable jobs: one statement, one short borrow, up to `limit` jobs at once.
 import type pg from 'pg';
 import { withClient } from '../db/pool.js';
-import type { Queries } from '../db/sql.js';
+import type { ClaimRow, Queries } from '../db/queries.js';
 
 export interface ClaimedJob {
   id: string;
@@ -19,23 +19,11 @@ export interface ClaimedJob {
 }
 
 /**
- * A worker of one queue claims through claim_jobs_one_queue, with the limit in the statement:
- * one prepared statement per limit, so at most this many per connection; larger claims and
+ * A worker of one queue claims through claim_jobs_one_queue, whose limit is written into the text
+ * (one prepared statement per limit, so at most this many per connection); larger claims and
  * workers of several queues use claim_jobs.
  */
 const MAX_LITERAL_LIMIT = 100;
-const oneQueueTexts = new Map<string, string>();
-
-function claimStatement(queries: Queries, queues: string[], limit: number, workerId: string): pg.QueryConfig {
-  if (queues.length !== 1 || limit > MAX_LITERAL_LIMIT) return { ...queries.claim_jobs, values: [queues, limit, workerId] };
-  const name = `${queries.claim_jobs_one_queue.name}_${limit}`;
-  let text = oneQueueTexts.get(name);
-  if (text === undefined) {
-    text = queries.claim_jobs_one_queue.text.replaceAll(':limit', String(limit));
-    oneQueueTexts.set(name, text);
-  }
-  return { name, text, values: [queues[0], workerId] };
-}
 
 export async function claimJobs(
   pool: pg.Pool,
@@ -44,7 +32,11 @@ export async function claimJobs(
   limit: number,
   workerId: string,
 ): Promise<ClaimedJob[]> {
-  const res = await withClient(pool, (client) => client.query(claimStatement(queries, queues, limit, workerId)));
+  const statement =
+    queues.length === 1 && limit <= MAX_LITERAL_LIMIT
+      ? queries.claim_jobs_one_queue.config({ queue: queues[0]!, limit, workerId })
+      : queries.claim_jobs.config({ queues, limit, workerId });
+  const res = await withClient(pool, (client) => client.query<ClaimRow>(statement));
   return res.rows.map((r) => ({
     id: String(r.id),
     queue: r.queue,

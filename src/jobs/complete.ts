@@ -4,7 +4,7 @@
 import type pg from 'pg';
 import { withClient } from '../db/pool.js';
 import { errorSummary } from '../db/errors.js';
-import type { Queries } from '../db/sql.js';
+import type { Queries } from '../db/queries.js';
 import type { Logger } from '../log.js';
 import type { ClaimedJob } from './claim.js';
 import { backoffMs } from '../util/backoff.js';
@@ -119,16 +119,16 @@ export class Completer {
     const fails = batch.filter((p) => p.kind === 'fail');
     const { completed, failed } = await withClient(this.pool, async (client) => {
       const completed = completes.length
-        ? await client.query({ ...this.queries.complete_jobs, values: [`[${completes.map((p) => p.json).join(',')}]`] })
+        ? await this.queries.complete_jobs.run(client, { completions: `[${completes.map((p) => p.json).join(',')}]` })
         : undefined;
       const failed = fails.length
-        ? await client.query({ ...this.queries.fail_jobs, values: [`[${fails.map((p) => p.json).join(',')}]`] })
+        ? await this.queries.fail_jobs.run(client, { failures: `[${fails.map((p) => p.json).join(',')}]` })
         : undefined;
       return { completed, failed };
     });
     const refused = new Set((completed?.rows ?? []).map((r) => String(r.refused)));
     for (const p of completes) p.resolve(refused.has(p.job.id) ? FENCED : { applied: true, status: 'completed' });
-    const statusById = new Map((failed?.rows ?? []).map((r) => [String(r.id), r.status as 'queued' | 'failed']));
+    const statusById = new Map((failed?.rows ?? []).map((r) => [String(r.id), r.status]));
     for (const p of fails) {
       const status = statusById.get(p.job.id);
       p.resolve(status ? { applied: true, status } : FENCED);
@@ -143,7 +143,7 @@ export async function completeInTransaction(
   job: ClaimedJob,
   resultJson: string | undefined,
 ): Promise<boolean> {
-  const res = await client.query({ ...queries.complete_jobs, values: [`[${completion(job, resultJson)}]`] });
+  const res = await queries.complete_jobs.run(client, { completions: `[${completion(job, resultJson)}]` });
   return res.rows.length === 0;
 }
 

@@ -1,8 +1,9 @@
 // The producer API: addJob and addJobs, thin over the SQL functions add_job and add_jobs so that
 // TypeScript and any other client enqueue exactly the same way.
-import type pg from 'pg';
 import { assertIdentifier } from '../db/sql.js';
 import { isMissingSchema } from '../db/errors.js';
+import { loadQueries } from '../db/queries.js';
+import type { Queryable } from '../db/statement.js';
 import { InvalidJobError } from '../errors.js';
 
 export { InvalidJobError };
@@ -21,26 +22,23 @@ export interface JobSpec {
   jobKey?: string;
 }
 
-export interface Queryable {
-  query: pg.Pool['query'];
-}
 
 /** Enqueues one job; resolves to its id (or the id of the unfinished job holding its key). */
 export async function addJob(db: Queryable, job: JobSpec, schema = 'sluice'): Promise<string> {
   const row = toRow(job, undefined);
   assertIdentifier(schema);
   const res = await translate(() =>
-    db.query(`SELECT "${schema}".add_job($1, $2::jsonb, $3, $4, $5, $6, $7) AS id`, [
-      row.task,
-      JSON.stringify(row.payload),
-      row.queue,
-      row.run_at,
-      row.priority,
-      row.max_attempts,
-      row.job_key,
-    ]),
+    loadQueries(schema).add_job.run(db, {
+      task: row.task,
+      payload: JSON.stringify(row.payload),
+      queue: row.queue,
+      runAt: row.run_at,
+      priority: row.priority,
+      maxAttempts: row.max_attempts,
+      jobKey: row.job_key,
+    }),
   );
-  return String(res.rows[0].id);
+  return String(res.rows[0]!.id);
 }
 
 /** Enqueues many jobs in one round trip; ids come back in input order. */
@@ -49,8 +47,8 @@ export async function addJobs(db: Queryable, jobs: JobSpec[], schema = 'sluice')
   assertIdentifier(schema);
   if (jobs.length === 0) return [];
   const rows = jobs.map((j, i) => toRow(j, i + 1));
-  const res = await translate(() => db.query(`SELECT "${schema}".add_jobs($1::jsonb) AS ids`, [JSON.stringify(rows)]));
-  return (res.rows[0].ids as (string | number)[]).map(String);
+  const res = await translate(() => loadQueries(schema).add_jobs.run(db, { jobs: JSON.stringify(rows) }));
+  return res.rows[0]!.ids.map(String);
 }
 
 interface Row {

@@ -3,7 +3,7 @@
 // ignores its signal cannot push the worker past its concurrency.
 import type pg from 'pg';
 import { transaction, withClient } from '../db/pool.js';
-import type { Queries } from '../db/sql.js';
+import type { Queries } from '../db/queries.js';
 import type { Logger } from '../log.js';
 import type { JobMetrics, Metrics } from '../metrics.js';
 import { type JobContext, type JobDb, type JobInfo, type TaskDefinition } from '../tasks.js';

@@ -4,7 +4,7 @@
 import type pg from 'pg';
 import { withClient } from '../db/pool.js';
 import { errorSummary } from '../db/errors.js';
-import type { Queries } from '../db/sql.js';
+import type { Queries } from '../db/queries.js';
 import type { Logger } from '../log.js';
 
 export interface WorkerIdentity {
@@ -31,12 +31,12 @@ export interface HeartbeatOptions {
 
 export async function registerWorker(pool: pg.Pool, queries: Queries, w: WorkerIdentity): Promise<void> {
   await withClient(pool, (c) =>
-    c.query({ ...queries.register_worker, values: [w.id, w.host, w.pid, w.queues, w.concurrency, w.poolSize, w.version] }),
+    queries.register_worker.run(c, w),
   );
 }
 
 export async function deregisterWorker(pool: pg.Pool, queries: Queries, id: string): Promise<void> {
-  await withClient(pool, (c) => c.query({ ...queries.deregister_worker, values: [id] }));
+  await withClient(pool, (c) => queries.deregister_worker.run(c, { id }));
 }
 
 const MAX_CLOCK_SAMPLE_RTT_MS = 10;
@@ -86,12 +86,12 @@ export class Heartbeat {
       const held = this.opts.held();
       const { alive, lost, orphans } = await withClient(pool, async (c) => {
         const t0 = Date.now();
-        const hb = await c.query({ ...queries.heartbeat, values: [identity.id] });
+        const hb = await queries.heartbeat.run(c, { workerId: identity.id });
         const t1 = Date.now();
         // a slow round trip makes a poor clock sample: keep the last good one
         if (hb.rows[0] && t1 - t0 <= MAX_CLOCK_SAMPLE_RTT_MS) this.clockOffsetMs = Number(hb.rows[0].db_ms) - (t0 + t1) / 2;
-        const lostRows = held.ids.length ? (await c.query({ ...queries.lost_jobs, values: [held.ids, held.tokens] })).rows : [];
-        const orphans = await c.query({ ...queries.release_orphans, values: [identity.id, held.ids, ORPHAN_AFTER_MS] });
+        const lostRows = held.ids.length ? (await queries.lost_jobs.run(c, held)).rows : [];
+        const orphans = await queries.release_orphans.run(c, { workerId: identity.id, runningIds: held.ids, olderThanMs: ORPHAN_AFTER_MS });
         return { alive: hb.rowCount === 1, lost: lostRows, orphans: orphans.rows };
       });
       if (orphans.length) {

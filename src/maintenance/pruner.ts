@@ -3,14 +3,13 @@
 import type pg from 'pg';
 import { transaction } from '../db/pool.js';
 import { errorSummary } from '../db/errors.js';
-import type { Queries } from '../db/sql.js';
+import type { Queries } from '../db/queries.js';
 import type { Logger } from '../log.js';
 import { jittered } from '../util/backoff.js';
 
 export interface PrunerOptions {
   pool: pg.Pool;
   queries: Queries;
-  schema: string;
   keepCompletedMs: number;
   keepFailedMs: number;
   everyMs: number;
@@ -37,14 +36,14 @@ export class Pruner {
 
   /** Prunes until a batch comes back short; returns how many jobs it deleted. */
   async pruneNow(): Promise<number> {
-    const { pool, queries, schema, keepCompletedMs, keepFailedMs } = this.opts;
+    const { pool, queries, keepCompletedMs, keepFailedMs } = this.opts;
     const batch = this.opts.batchSize ?? 1000;
     let total = 0;
     for (;;) {
       const deleted = await transaction(pool, async (c) => {
-        const lock = await c.query("SELECT pg_try_advisory_xact_lock(hashtextextended('sluice.prune.' || $1, 0)) AS got", [schema]);
-        if (!lock.rows[0].got) return 0;
-        const r = await c.query({ ...queries.prune_jobs, values: [keepCompletedMs, keepFailedMs, batch] });
+        const lock = await queries.prune_lock.run(c, {});
+        if (!lock.rows[0]!.got) return 0;
+        const r = await queries.prune_jobs.run(c, { keepCompletedMs, keepFailedMs, batchSize: batch });
         return r.rowCount ?? 0;
       });
       total += deleted;

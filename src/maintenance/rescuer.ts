@@ -3,7 +3,7 @@
 import type pg from 'pg';
 import { withClient } from '../db/pool.js';
 import { errorSummary } from '../db/errors.js';
-import type { Queries } from '../db/sql.js';
+import type { Queries } from '../db/queries.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { jittered } from '../util/backoff.js';
@@ -54,7 +54,7 @@ export class Rescuer {
     const { pool, queries, log, metrics } = this.opts;
     const since = this.opts.healthySince();
     if (!since || Date.now() - since < this.timing.deadAfterMs) return [];
-    const res = await withClient(pool, (c) => c.query({ ...queries.rescue_jobs, values: [this.timing.deadAfterMs] }));
+    const res = await withClient(pool, (c) => queries.rescue_jobs.run(c, { deadAfterMs: this.timing.deadAfterMs }));
     for (const r of res.rows) {
       metrics.jobRescued({ queue: r.queue, task: r.task });
       log.warn({ jobId: String(r.id), task: r.task, queue: r.queue, lostWorker: r.locked_by, status: r.status }, 'rescued a job from a lost worker');

@@ -7,14 +7,13 @@
 import type pg from 'pg';
 import { withClient } from '../db/pool.js';
 import { errorSummary } from '../db/errors.js';
-import type { Queries } from '../db/sql.js';
+import type { Queries } from '../db/queries.js';
 import type { Logger } from '../log.js';
 import { jittered } from '../util/backoff.js';
 
 export interface VacuumerOptions {
   pool: pg.Pool;
   queries: Queries;
-  schema: string;
   /** Vacuum once the table holds more dead row versions than this (0: never). */
   deadRows: number;
   checkEveryMs: number;
@@ -44,30 +43,28 @@ export class Vacuumer {
     this.stopped = true;
     clearTimeout(this.timer);
     if (this.vacuumPid !== undefined) {
-      await this.opts.pool.query('SELECT pg_cancel_backend($1)', [this.vacuumPid]).catch(() => undefined);
+      await this.opts.queries.cancel_backend.run(this.opts.pool, { pid: this.vacuumPid }).catch(() => undefined);
     }
     await this.running;
   }
 
   /** Vacuums the jobs table if it holds more dead rows than the threshold and no other worker is at it. */
   async vacuumIfNeeded(): Promise<VacuumResult> {
-    const { pool, queries, schema, deadRows, timeoutMs } = this.opts;
+    const { pool, queries, deadRows, timeoutMs } = this.opts;
     return withClient(pool, async (c) => {
-      const stats = await c.query(queries.dead_rows);
-      if (!stats.rows[0].may_vacuum) return 'not allowed';
-      if (Number(stats.rows[0].dead) <= deadRows) return 'not needed';
-      const lock = await c.query("SELECT pg_try_advisory_lock(hashtextextended('sluice.vacuum.' || $1, 0)) AS got", [schema]);
-      if (!lock.rows[0].got) return 'busy';
+      const stats = (await queries.dead_rows.run(c, {})).rows[0]!;
+      if (!stats.may_vacuum) return 'not allowed';
+      if (Number(stats.dead) <= deadRows) return 'not needed';
+      if (!(await queries.vacuum_lock.run(c, {})).rows[0]!.got) return 'busy';
       try {
-        // VACUUM cannot run in a transaction, so the time limit is set on the session and reset
-        await c.query(`SET statement_timeout = ${Math.round(timeoutMs)}`);
+        await queries.vacuum_timeout.run(c, { timeout: String(Math.round(timeoutMs)) });
         this.vacuumPid = (c as unknown as { processID: number }).processID;
-        await c.query({ text: `VACUUM "${schema}".jobs`, query_timeout: timeoutMs + 5000 } as pg.QueryConfig);
+        await c.query({ ...queries.vacuum_jobs.config({}), query_timeout: timeoutMs + 5000 } as pg.QueryConfig);
         return 'vacuumed';
       } finally {
         this.vacuumPid = undefined;
-        await c.query('RESET statement_timeout');
-        await c.query("SELECT pg_advisory_unlock(hashtextextended('sluice.vacuum.' || $1, 0))", [schema]);
+        await queries.vacuum_reset_timeout.run(c, {});
+        await queries.vacuum_unlock.run(c, {});
       }
     });
   }

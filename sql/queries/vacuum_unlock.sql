@@ -1,0 +1,1 @@
+SELECT pg_advisory_unlock(hashtextextended('sluice.vacuum.' || :'schema', 0))

@@ -1,0 +1,166 @@
+// Every statement sluice runs, each from its sql/ file, with its parameters and rows typed. Loaded
+// once per schema and setting; callers write `q.claim_jobs.run(client, { queues, limit, workerId })`.
+import { readSqlFile } from './sql.js';
+import { Statement, type StatementOptions } from './statement.js';
+
+/** Epoch milliseconds as PostgreSQL's date_part returns them (float8). */
+type EpochMs = number;
+
+export interface ClaimRow {
+  id: string;
+  queue: string;
+  task: string;
+  payload: Record<string, unknown>;
+  priority: number;
+  attempts: number;
+  max_attempts: number;
+  lock_token: string;
+  job_key: string | null;
+  run_at_ms: EpochMs;
+  created_at_ms: EpochMs;
+}
+
+export interface JobRow {
+  id: string;
+  queue: string;
+  task: string;
+  payload: Record<string, unknown>;
+  status: string;
+  priority: number;
+  run_at: Date;
+  attempts: number;
+  max_attempts: number;
+  job_key: string | null;
+  last_error: string | null;
+  errors: { attempt: number; at: string; error: string }[];
+  result: unknown;
+  locked_by: string | null;
+  locked_at: Date | null;
+  created_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+export interface WorkerRow {
+  id: string;
+  host: string;
+  pid: number;
+  queues: string[];
+  concurrency: number;
+  pool_size: number;
+  version: string | null;
+  started_at: Date;
+  heartbeat_at: Date;
+  heartbeat_age_seconds: number;
+  alive: boolean;
+  running: number;
+}
+
+interface Def<P extends object, R extends object> {
+  file: string;
+  options?: Partial<StatementOptions>;
+  /** Carries the types only. */
+  readonly types?: [P, R];
+}
+
+/** A statement's file and its parameter and row types (the types exist only for the compiler). */
+function def<P extends object = Record<string, never>, R extends object = Record<string, unknown>>(
+  file: string,
+  options?: Partial<StatementOptions>,
+): Def<P, R> {
+  return { file, options };
+}
+
+// Worker statements (sql/queries) are prepared once per connection; operator and setup
+// statements run rarely, unnamed.
+const rare = { prepared: false } as const;
+const catalog = {
+  claim_jobs: def<{ queues: string[]; limit: number; workerId: string }, ClaimRow>('queries/claim_jobs.sql'),
+  claim_jobs_one_queue: def<{ queue: string; limit: number; workerId: string }, ClaimRow>('queries/claim_jobs_one_queue.sql', {
+    literals: ['limit'],
+  }),
+  complete_jobs: def<{ completions: string }, { refused: string }>('queries/complete_jobs.sql'),
+  fail_jobs: def<{ failures: string }, { id: string; status: 'queued' | 'failed'; run_at: Date }>('queries/fail_jobs.sql'),
+  release_jobs: def<{ ids: string[]; tokens: string[] }, { id: string }>('queries/release_jobs.sql'),
+  release_orphans: def<{ workerId: string; runningIds: string[]; olderThanMs: number }, { id: string }>('queries/release_orphans.sql'),
+  heartbeat: def<{ workerId: string }, { id: string; db_ms: number }>('queries/heartbeat.sql'),
+  register_worker: def<{ id: string; host: string; pid: number; queues: string[]; concurrency: number; poolSize: number; version: string }>(
+    'queries/register_worker.sql',
+  ),
+  deregister_worker: def<{ id: string }>('queries/deregister_worker.sql'),
+  rescue_jobs: def<{ deadAfterMs: number }, { id: string; status: string; queue: string; task: string; locked_by: string | null }>(
+    'queries/rescue_jobs.sql',
+  ),
+  lost_jobs: def<{ ids: string[]; tokens: string[] }, { id: string; status: string | null }>('queries/lost_jobs.sql'),
+  queue_depth: def<Record<string, never>, { queue: string; status: string; n: number; oldest: number | null }>('queries/queue_depth.sql'),
+  prune_lock: def<Record<string, never>, { got: boolean }>('queries/prune_lock.sql'),
+  prune_jobs: def<{ keepCompletedMs: number; keepFailedMs: number; batchSize: number }>('queries/prune_jobs.sql'),
+  dead_rows: def<Record<string, never>, { dead: string; may_vacuum: boolean }>('queries/dead_rows.sql'),
+  vacuum_lock: def<Record<string, never>, { got: boolean }>('queries/vacuum_lock.sql', rare),
+  vacuum_unlock: def('queries/vacuum_unlock.sql', rare),
+  vacuum_timeout: def<{ timeout: string }>('queries/vacuum_timeout.sql', rare),
+  vacuum_reset_timeout: def('queries/vacuum_reset_timeout.sql', rare),
+  vacuum_jobs: def('queries/vacuum_jobs.sql', rare),
+  cancel_backend: def<{ pid: number }>('queries/cancel_backend.sql', rare),
+  // enqueueing runs on the caller's connections, which may sit behind any pooler: never prepared
+  add_job: def<
+    { task: string; payload: string; queue: string | null; runAt: string | null; priority: number | null; maxAttempts: number | null; jobKey: string | null },
+    { id: string }
+  >('queries/add_job.sql', rare),
+  add_jobs: def<{ jobs: string }, { ids: string[] }>('queries/add_jobs.sql', rare),
+  migrate_lock: def('migrate/lock.sql', rare),
+  migrate_prepare: def('migrate/prepare.sql', rare),
+  migrate_applied: def<Record<string, never>, { version: number }>('migrate/applied.sql', rare),
+  migrate_record: def<{ version: number; name: string }>('migrate/record.sql', rare),
+  migrate_installed: def<Record<string, never>, { installed: boolean }>('migrate/installed.sql', rare),
+  migrate_version: def<Record<string, never>, { version: number }>('migrate/version.sql', rare),
+  queue_status: def<
+    Record<string, never>,
+    { queue: string; runnable: number; scheduled: number; running: number; completed: number; failed: number; cancelled: number; oldest_runnable_seconds: number | null }
+  >('admin/queue_status.sql', rare),
+  workers: def<{ rescueAfterMs: number }, WorkerRow>('admin/workers.sql', rare),
+  list_jobs: def<{ status: string | null; queue: string | null; task: string | null; limit: number }, Omit<JobRow, 'payload' | 'errors' | 'result' | 'locked_at'>>(
+    'admin/list_jobs.sql',
+    rare,
+  ),
+  show_job: def<{ id: string }, JobRow>('admin/show_job.sql', rare),
+  retry_job: def<{ id: string }, { status: string | null }>('admin/retry_job.sql', rare),
+  cancel_job: def<{ id: string }, { status: string | null }>('admin/cancel_job.sql', rare),
+  budget: def<
+    Record<string, never>,
+    { max_connections: number; superuser_reserved: number; reserved: number; in_use: number; sluice: number; others: number }
+  >('admin/budget.sql', rare),
+  budget_sessions: def<Record<string, never>, { application_name: string; sessions: number }>('admin/budget_sessions.sql', rare),
+};
+
+type Catalog = typeof catalog;
+export type QueryName = keyof Catalog;
+export type Queries = { [K in QueryName]: Catalog[K] extends Def<infer P, infer R> ? Statement<P, R> : never };
+
+export interface QueryOptions {
+  /** false: no named prepared statements at all (a transaction pooler in front of PostgreSQL). */
+  preparedStatements?: boolean;
+}
+
+const cache = new Map<string, Queries>();
+
+export function loadQueries(schema: string, opts: QueryOptions = {}): Queries {
+  const prepared = opts.preparedStatements ?? true;
+  const key = `${schema}\u0000${prepared}`;
+  let q = cache.get(key);
+  if (!q) {
+    q = Object.fromEntries(
+      Object.entries(catalog).map(([name, d]) => {
+        const options: StatementOptions = { prepared: prepared && (d.options?.prepared ?? true), literals: d.options?.literals };
+        return [name, new Statement(`${schema}.${name}`, readSqlFile(d.file, schema), options)];
+      }),
+    ) as Queries;
+    cache.set(key, q);
+  }
+  return q;
+}
+
+/** The sql/ file a statement comes from (tests pick the worker's own statements by it). */
+export function queryFile(name: QueryName): string {
+  return catalog[name].file;
+}
