@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { LocalCluster } from '../src/embedded/cluster.js';
-import { addJobs } from '../src/jobs/enqueue.js';
+import { addJobs } from '../src/enqueue.js';
 import { ConnectionSampler, fmt, markdownTable, max, median, percentile, sleep, type ConnectionPeak } from './measure.js';
 import type {
   ChildResult,

@@ -10,23 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type pg from 'pg';
 import YAML from 'yaml';
-import {
-  cancelJob,
-  getJob,
-  JOB_STATUSES,
-  listJobs,
-  listWorkers,
-  parseJobId,
-  queueStatus,
-  retryJob,
-  unservedQueues,
-  type JobDetail,
-  type JobStatus,
-  type JobSummary,
-  type QueueStatus,
-  type WorkerStatus,
-} from './admin.js';
-import { checkBudget, readBudget, type Budget } from './budget.js';
+import { cancelJob, getJob, JOB_STATUSES, listJobs, parseJobId, retryJob, type JobDetail, type JobStatus, type JobSummary } from './admin/jobs.js';
+import { listWorkers, queueStatus, unservedQueues, type QueueStatus, type WorkerStatus } from './admin/status.js';
+import { checkBudget, readBudget, type Budget } from './admin/budget.js';
 import { loadConfig, redactedConfig } from './config/load.js';
 import type { ConfigInput, SluiceConfig } from './config/schema.js';
 import { ConfigError } from './errors.js';
@@ -34,12 +20,12 @@ import { redact } from './util/redact.js';
 import { createPool, endPool, poolOptions, withClient } from './db/pool.js';
 import { errorSummary, isMissingSchema } from './db/errors.js';
 import { errorCode, SluiceError, type ErrorCode } from './errors.js';
-import { silentLogger } from './log.js';
+import { silentLogger } from './observe/logger.js';
 import { findLocalDatabase, noDatabaseMessage, type LocalDatabase } from './embedded/local-database.js';
-import type { HttpServer } from './http.js';
-import { addJob, type JobSpec } from './jobs/enqueue.js';
-import { migrate } from './migrate.js';
-import type { Worker } from './worker.js';
+import type { HttpServer } from './http/server.js';
+import { addJob, type JobSpec } from './enqueue.js';
+import { migrate } from './db/migrate.js';
+import type { Worker } from './worker/worker.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const VERSION = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -452,10 +438,10 @@ async function cmdStart(opts: StartOptions): Promise<void> {
   let config = loadCliConfig(opts, flags, flagNames);
   // the daemon's modules are loaded only here: the other commands start faster without them
   const [{ Worker }, { startHttpServer }, { startLocalDatabase }, { createLogger }] = await Promise.all([
-    import('./worker.js'),
-    import('./http.js'),
+    import('./worker/worker.js'),
+    import('./http/server.js'),
     import('./embedded/local-database.js'),
-    import('./log.js'),
+    import('./observe/logger.js'),
   ]);
   const log = createLogger(config.log);
 

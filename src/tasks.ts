@@ -4,9 +4,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type pg from 'pg';
-import type { Logger } from './log.js';
-
-export { PermanentError, isPermanent } from './errors.js';
+import type { Logger } from './observe/logger.js';
 
 export interface JobInfo {
   id: string;

@@ -6,8 +6,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } 
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { checkBudget, type Budget } from '../src/budget.js';
-import { expectedVersion } from '../src/migrate.js';
+import { checkBudget, type Budget } from '../src/admin/budget.js';
+import { expectedVersion } from '../src/db/migrate.js';
 import { createTestDatabase, waitFor } from './support/db.js';
 import { startWorker, stopWorkers } from './support/worker.js';
 import {

@@ -1,9 +1,9 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { loadQueries } from '../src/db/queries.js';
-import { Completer } from '../src/jobs/complete.js';
-import type { ClaimedJob } from '../src/jobs/claim.js';
-import { silentLogger } from '../src/log.js';
+import { Completer } from '../src/runner/completer.js';
+import type { ClaimedJob } from '../src/runner/claim.js';
+import { silentLogger } from '../src/observe/logger.js';
 
 describe('completer at shutdown', () => {
   const job = (id: string): ClaimedJob => ({

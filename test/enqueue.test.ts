@@ -1,7 +1,8 @@
 import { expect } from 'chai';
 import pg from 'pg';
-import { migrate } from '../src/migrate.js';
-import { addJob, addJobs, InvalidJobError } from '../src/jobs/enqueue.js';
+import { migrate } from '../src/db/migrate.js';
+import { addJob, addJobs } from '../src/enqueue.js';
+import { InvalidJobError } from '../src/errors.js';
 import { loadQueries } from '../src/db/queries.js';
 import { createTestDatabase, waitFor } from './support/db.js';
 
@@ -80,7 +81,7 @@ describe('enqueueing', () => {
     const q = loadQueries('sluice');
     const [a, b, c, d] = await addJobs(pool, ['a', 'b', 'c', 'd'].map((task) => ({ task, queue: 'cycle' })));
     const claim = async () =>
-      (await q.claim_jobs.run(pool, { queues: ['cycle'], limit: 10, workerId: 'w1' })).rows.map((r) => ({ id: String(r.id), token: String(r.lock_token) }));
+      (await q.claim_jobs.run(pool, { queues: ['cycle'], limits: [10], workerId: 'w1' })).rows.map((r) => ({ id: String(r.id), token: String(r.lock_token) }));
     let claimed: { id: string; token: string }[] = [];
     expect(await notificationsOf(async () => (claimed = await claim()))).to.deep.equal([]);
     const token = (id: string) => claimed.find((j) => j.id === id)!.token;

@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import http from 'node:http';
 import client from 'prom-client';
-import { startHttpServer, type HttpServer, type HttpWorker } from '../src/http.js';
+import { startHttpServer, type HttpServer, type HttpWorker } from '../src/http/server.js';
 
 class FakeWorker implements HttpWorker {
   state = 'starting';

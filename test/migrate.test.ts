@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import pg from 'pg';
-import { migrate, currentVersion, expectedVersion } from '../src/migrate.js';
+import { migrate, currentVersion, expectedVersion } from '../src/db/migrate.js';
 import { loadMigrations } from '../src/db/sql.js';
 
 const ALL = loadMigrations('sluice').map((m) => m.version);

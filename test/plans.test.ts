@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { loadQueries, queryFile, type QueryName } from '../src/db/queries.js';
-import { claimJobs } from '../src/jobs/claim.js';
+import { claimJobs } from '../src/runner/claim.js';
 import { createTestDatabase } from './support/db.js';
 import { migrated } from './support/worker.js';
 
@@ -39,7 +39,7 @@ describe('query plans with 300,000 finished jobs', function () {
 
   const element = { id: 1, token: 1, result: null, error: 'x', retry: true, delay_ms: 10 };
   const params: Partial<Record<QueryName, object>> = {
-    claim_jobs: { queues: ['default', 'other'], limit: 50, workerId: 'w1' },
+    claim_jobs: { queues: ['default', 'other'], limits: [50, 50], workerId: 'w1' },
     claim_jobs_one_queue: { queue: 'default', limit: 50, workerId: 'w1' },
     complete_jobs: { completions: JSON.stringify(Array.from({ length: 50 }, (_, i) => ({ ...element, id: i + 1 }))) },
     fail_jobs: { failures: JSON.stringify([element]) },
@@ -86,13 +86,17 @@ describe('claim plans', () => {
   it('plans the claim of a one-queue worker once, not at every call, and claims in order', async () => {
     const q = loadQueries('sluice');
     const claimed: string[] = [];
-    for (let i = 0; i < 12; i++) claimed.push(...(await claimJobs(pool, q, ['a'], 5, 'w1')).map((j) => j.id));
+    for (let i = 0; i < 12; i++) claimed.push(...(await claimJobs(pool, q, [{ queue: 'a', limit: 5 }], 'w1')).map((j) => j.id));
     const ids = (await pool.query("SELECT id FROM sluice.jobs WHERE queue = 'a' ORDER BY id LIMIT 60")).rows.map((r) => String(r.id));
     expect(claimed).to.deep.equal(ids);
     const plans = await pool.query("SELECT generic_plans::int AS generic FROM pg_prepared_statements WHERE name = 'sluice.claim_jobs_one_queue_5'");
     expect(plans.rows[0].generic).to.be.above(0);
-    // several queues: the general statement, the same order across them
-    const next = (await pool.query("SELECT id FROM sluice.jobs WHERE status = 'queued' ORDER BY priority, run_at, id LIMIT 4")).rows.map((r) => String(r.id));
-    expect((await claimJobs(pool, q, ['a', 'b'], 4, 'w1')).map((j) => j.id)).to.deep.equal(next);
+    // several queues: the general statement, each queue's own limit, in order within each queue
+    const next = async (queue: string, n: number) =>
+      (await pool.query("SELECT id FROM sluice.jobs WHERE status = 'queued' AND queue = $1 ORDER BY priority, run_at, id LIMIT $2", [queue, n])).rows.map((r) => String(r.id));
+    const expected = [...(await next('a', 1)), ...(await next('b', 3))];
+    const got = await claimJobs(pool, q, [{ queue: 'a', limit: 1 }, { queue: 'b', limit: 3 }], 'w1');
+    expect(got.map((j) => j.id).sort()).to.deep.equal([...expected].sort());
+    expect(got.filter((j) => j.queue === 'b').map((j) => j.id)).to.deep.equal(expected.slice(1));
   });
 });

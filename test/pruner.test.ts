@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { Pruner } from '../src/maintenance/pruner.js';
 import { loadQueries } from '../src/db/queries.js';
-import { silentLogger } from '../src/log.js';
+import { silentLogger } from '../src/observe/logger.js';
 import { createTestDatabase } from './support/db.js';
 import { migrated } from './support/worker.js';
 

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import pg from 'pg';
-import { applyRoles } from '../src/roles.js';
-import { addJob } from '../src/jobs/enqueue.js';
+import { applyRoles } from '../src/db/roles.js';
+import { addJob } from '../src/enqueue.js';
 import { createTestDatabase, waitFor } from './support/db.js';
 import { migrated, startWorker, stopWorkers } from './support/worker.js';
 

@@ -1,9 +1,9 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { loadQueries } from '../src/db/queries.js';
-import { silentLogger } from '../src/log.js';
+import { silentLogger } from '../src/observe/logger.js';
 import { Vacuumer } from '../src/maintenance/vacuumer.js';
-import { applyRoles } from '../src/roles.js';
+import { applyRoles } from '../src/db/roles.js';
 import { createTestDatabase, waitFor } from './support/db.js';
 import { migrated } from './support/worker.js';
 

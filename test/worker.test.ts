@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import pg from 'pg';
-import { PermanentError, type JobContext } from '../src/tasks.js';
+import { PermanentError } from '../src/errors.js';
+import type { JobContext } from '../src/tasks.js';
 import { createTestDatabase, waitFor } from './support/db.js';
 import { gate, migrated, startWorker, statusCounts, stopWorkers } from './support/worker.js';
 

@@ -2,9 +2,9 @@
 // public addJob/addJobs of src/jobs/enqueue.ts.
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
-import { migrate } from '../../src/migrate.js';
-import { addJob, addJobs } from '../../src/jobs/enqueue.js';
-import { Worker } from '../../src/worker.js';
+import { migrate } from '../../src/db/migrate.js';
+import { addJob, addJobs } from '../../src/enqueue.js';
+import { Worker } from '../../src/worker/worker.js';
 import {
   PRODUCER_APP,
   TASK,

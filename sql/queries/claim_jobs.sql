@@ -1,18 +1,17 @@
--- Take up to :limit runnable jobs of the queues :queues for worker :worker_id: highest priority (lowest number)
--- first, then oldest run_at, then id. Each claim gets a new fencing token.
+-- Take runnable jobs for several queues in one statement: up to :limits[i] jobs of queue
+-- :queues[i], for worker :worker_id, highest priority (lowest number) first, then oldest run_at,
+-- then id. Each claim gets a new fencing token.
 -- One index scan per queue (LATERAL): `queue = ANY (...)` would sort every queued row instead.
 WITH next AS (
   SELECT c.id
-  FROM unnest(:queues::text[]) AS q(name)
+  FROM unnest(:queues::text[], :limits::int[]) AS q(name, lim)
   CROSS JOIN LATERAL (
-    SELECT id, priority, run_at FROM :"schema".jobs
+    SELECT id FROM :"schema".jobs
     WHERE status = 'queued' AND queue = q.name AND run_at <= now()
     ORDER BY priority, run_at, id
-    LIMIT :limit
+    LIMIT q.lim
     FOR UPDATE SKIP LOCKED
   ) c
-  ORDER BY c.priority, c.run_at, c.id
-  LIMIT :limit
 )
 UPDATE :"schema".jobs j
 SET status = 'running', attempts = j.attempts + 1, locked_by = :worker_id, locked_at = now(), started_at = now(),

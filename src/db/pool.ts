@@ -2,7 +2,7 @@
 // finally: destroyed when it broke, returned otherwise. Nothing else calls pool.connect().
 import pg from 'pg';
 import type { SluiceConfig } from '../config/schema.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../observe/logger.js';
 import { TIMED_OUT, withTimeout } from '../util/time.js';
 import { errorSummary, isConnectionBroken, markConnectionBroken } from './errors.js';
 

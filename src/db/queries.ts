@@ -75,7 +75,7 @@ function def<P extends object = Record<string, never>, R extends object = Record
 // statements run rarely, unnamed.
 const rare = { prepared: false } as const;
 const catalog = {
-  claim_jobs: def<{ queues: string[]; limit: number; workerId: string }, ClaimRow>('queries/claim_jobs.sql'),
+  claim_jobs: def<{ queues: string[]; limits: number[]; workerId: string }, ClaimRow>('queries/claim_jobs.sql'),
   claim_jobs_one_queue: def<{ queue: string; limit: number; workerId: string }, ClaimRow>('queries/claim_jobs_one_queue.sql', {
     literals: ['limit'],
   }),

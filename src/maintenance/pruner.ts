@@ -2,10 +2,9 @@
 // workers (an advisory lock), so the table holds what operators want to look at and no more.
 import type pg from 'pg';
 import { transaction } from '../db/pool.js';
-import { errorSummary } from '../db/errors.js';
 import type { Queries } from '../db/queries.js';
-import type { Logger } from '../log.js';
-import { jittered } from '../util/backoff.js';
+import type { Logger } from '../observe/logger.js';
+import { PeriodicService } from './service.js';
 
 export interface PrunerOptions {
   pool: pg.Pool;
@@ -17,52 +16,35 @@ export interface PrunerOptions {
   log: Logger;
 }
 
-export class Pruner {
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
-  private running: Promise<void> | undefined;
+export class Pruner extends PeriodicService {
+  readonly name = 'pruner';
+  protected readonly failureMessage = 'pruning failed';
 
-  constructor(private readonly opts: PrunerOptions) {}
-
-  start(): void {
-    if (this.opts.keepCompletedMs > 0 || this.opts.keepFailedMs > 0) this.schedule();
+  constructor(private readonly opts: PrunerOptions) {
+    super({ everyMs: opts.everyMs, log: opts.log });
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+  protected override enabled(): boolean {
+    return this.opts.keepCompletedMs > 0 || this.opts.keepFailedMs > 0;
   }
 
   /** Prunes until a batch comes back short; returns how many jobs it deleted. */
   async pruneNow(): Promise<number> {
     const { pool, queries, keepCompletedMs, keepFailedMs } = this.opts;
-    const batch = this.opts.batchSize ?? 1000;
+    const batchSize = this.opts.batchSize ?? 1000;
     let total = 0;
     for (;;) {
       const deleted = await transaction(pool, async (c) => {
-        const lock = await queries.prune_lock.run(c, {});
-        if (!lock.rows[0]!.got) return 0;
-        const r = await queries.prune_jobs.run(c, { keepCompletedMs, keepFailedMs, batchSize: batch });
-        return r.rowCount ?? 0;
+        if (!(await queries.prune_lock.run(c, {})).rows[0]!.got) return 0;
+        return (await queries.prune_jobs.run(c, { keepCompletedMs, keepFailedMs, batchSize })).rowCount ?? 0;
       });
       total += deleted;
-      if (deleted < batch || this.stopped) return total;
+      if (deleted < batchSize || this.isStopped) return total;
     }
   }
 
-  private schedule(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.pruneNow()
-        .then(
-          (n) => n && this.opts.log.info({ deleted: n }, 'pruned finished jobs past their retention'),
-          (err) => this.opts.log.warn({ err: errorSummary(err) }, 'pruning failed'),
-        )
-        .then(() => {
-          this.running = undefined;
-          this.schedule();
-        });
-    }, jittered(this.opts.everyMs));
+  protected async runOnce(): Promise<void> {
+    const deleted = await this.pruneNow();
+    if (deleted) this.opts.log.info({ deleted }, 'pruned finished jobs past their retention');
   }
 }

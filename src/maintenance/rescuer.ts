@@ -2,11 +2,10 @@
 // Every worker runs it; row locks in the rescue statement make each rescue happen once.
 import type pg from 'pg';
 import { withClient } from '../db/pool.js';
-import { errorSummary } from '../db/errors.js';
 import type { Queries } from '../db/queries.js';
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
-import { jittered } from '../util/backoff.js';
+import type { Events } from '../observe/events.js';
+import type { Logger } from '../observe/logger.js';
+import { PeriodicService } from './service.js';
 
 export interface RescuerOptions {
   pool: pg.Pool;
@@ -19,8 +18,8 @@ export interface RescuerOptions {
    * outage every worker's heartbeat is stale, and none of them is dead.
    */
   healthySince(): number;
+  events: Events;
   log: Logger;
-  metrics: Metrics;
 }
 
 /** Silence after which a worker counts as dead; the rest of rescueAfterMs is the check interval. */
@@ -29,50 +28,30 @@ export function rescueTiming(rescueAfterMs: number): { deadAfterMs: number; ever
   return { deadAfterMs: rescueAfterMs - everyMs, everyMs };
 }
 
-export class Rescuer {
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
-  private running: Promise<void> | undefined;
-  private readonly timing: { deadAfterMs: number; everyMs: number };
+export class Rescuer extends PeriodicService {
+  readonly name = 'rescuer';
+  protected readonly failureMessage = 'rescue pass failed';
+  private readonly deadAfterMs: number;
 
   constructor(private readonly opts: RescuerOptions) {
-    this.timing = rescueTiming(opts.rescueAfterMs);
-  }
-
-  start(): void {
-    this.schedule();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+    const timing = rescueTiming(opts.rescueAfterMs);
+    super({ everyMs: timing.everyMs, log: opts.log });
+    this.deadAfterMs = timing.deadAfterMs;
   }
 
   /** One rescue pass; returns the jobs it put back or failed. */
   async rescueNow(): Promise<{ id: string; status: string }[]> {
-    const { pool, queries, log, metrics } = this.opts;
+    const { pool, queries, events } = this.opts;
     const since = this.opts.healthySince();
-    if (!since || Date.now() - since < this.timing.deadAfterMs) return [];
-    const res = await withClient(pool, (c) => queries.rescue_jobs.run(c, { deadAfterMs: this.timing.deadAfterMs }));
+    if (!since || this.clock.now() - since < this.deadAfterMs) return [];
+    const res = await withClient(pool, (c) => queries.rescue_jobs.run(c, { deadAfterMs: this.deadAfterMs }));
     for (const r of res.rows) {
-      metrics.jobRescued({ queue: r.queue, task: r.task });
-      log.warn({ jobId: String(r.id), task: r.task, queue: r.queue, lostWorker: r.locked_by, status: r.status }, 'rescued a job from a lost worker');
+      events.emit({ type: 'job.rescued', id: String(r.id), queue: r.queue, task: r.task, lostWorker: r.locked_by, status: r.status });
     }
     return res.rows.map((r) => ({ id: String(r.id), status: r.status }));
   }
 
-  private schedule(): void {
-    if (this.stopped) return;
-    // jitter keeps workers that started together from rescuing in lockstep
-    const delay = jittered(this.timing.everyMs);
-    this.timer = setTimeout(() => {
-      this.running = this.rescueNow()
-        .then(() => undefined, (err) => this.opts.log.warn({ err: errorSummary(err) }, 'rescue pass failed'))
-        .finally(() => {
-          this.running = undefined;
-          this.schedule();
-        });
-    }, delay);
+  protected async runOnce(): Promise<void> {
+    await this.rescueNow();
   }
 }

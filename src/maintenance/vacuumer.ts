@@ -3,13 +3,12 @@
 // removes them, so under sustained load claiming slows down several times over while the table
 // waits for autovacuum (measured: 12,000 -> 2,400 jobs/s over two minutes in the long
 // benchmark). One worker at a time (an advisory lock); it borrows one pool connection for as
-// long as VACUUM runs. Skipped for good when this role may not vacuum the table.
+// long as VACUUM runs. Retired when this role may not vacuum the table.
 import type pg from 'pg';
 import { withClient } from '../db/pool.js';
-import { errorSummary } from '../db/errors.js';
 import type { Queries } from '../db/queries.js';
-import type { Logger } from '../log.js';
-import { jittered } from '../util/backoff.js';
+import type { Logger } from '../observe/logger.js';
+import { PeriodicService } from './service.js';
 
 export interface VacuumerOptions {
   pool: pg.Pool;
@@ -24,28 +23,25 @@ export interface VacuumerOptions {
 
 export type VacuumResult = 'vacuumed' | 'not needed' | 'busy' | 'not allowed';
 
-export class Vacuumer {
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
-  private running: Promise<void> | undefined;
-  private allowed = true;
+export class Vacuumer extends PeriodicService {
+  readonly name = 'vacuumer';
+  protected readonly failureMessage = 'vacuuming the jobs table failed';
   /** The backend running VACUUM for us, so that stop() can cancel it. */
   private vacuumPid: number | undefined;
 
-  constructor(private readonly opts: VacuumerOptions) {}
-
-  start(): void {
-    if (this.opts.deadRows > 0) this.schedule();
+  constructor(private readonly opts: VacuumerOptions) {
+    super({ everyMs: opts.checkEveryMs, log: opts.log });
   }
 
-  /** Stops checking; a VACUUM under way is cancelled rather than waited for. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
+  protected override enabled(): boolean {
+    return this.opts.deadRows > 0;
+  }
+
+  /** A VACUUM under way is cancelled rather than waited for. */
+  protected override async interrupt(): Promise<void> {
     if (this.vacuumPid !== undefined) {
       await this.opts.queries.cancel_backend.run(this.opts.pool, { pid: this.vacuumPid }).catch(() => undefined);
     }
-    await this.running;
   }
 
   /** Vacuums the jobs table if it holds more dead rows than the threshold and no other worker is at it. */
@@ -69,27 +65,13 @@ export class Vacuumer {
     });
   }
 
-  private schedule(): void {
-    if (this.stopped || !this.allowed) return;
-    this.timer = setTimeout(() => {
-      const started = Date.now();
-      this.running = this.vacuumIfNeeded()
-        .then(
-          (result) => {
-            if (result === 'vacuumed') this.opts.log.info({ ms: Date.now() - started }, 'vacuumed the jobs table (dead rows past worker.vacuumDeadRows)');
-            if (result === 'not allowed') {
-              this.allowed = false;
-              this.opts.log.info('not vacuuming the jobs table: this role does not own it; autovacuum alone keeps it clean');
-            }
-          },
-          (err) => {
-            if (!this.stopped) this.opts.log.warn({ err: errorSummary(err) }, 'vacuuming the jobs table failed');
-          },
-        )
-        .then(() => {
-          this.running = undefined;
-          this.schedule();
-        });
-    }, jittered(this.opts.checkEveryMs));
+  protected async runOnce(): Promise<void> {
+    const started = this.clock.now();
+    const result = await this.vacuumIfNeeded();
+    if (result === 'vacuumed') this.opts.log.info({ ms: this.clock.now() - started }, 'vacuumed the jobs table (dead rows past worker.vacuumDeadRows)');
+    if (result === 'not allowed') {
+      this.retire();
+      this.opts.log.info('not vacuuming the jobs table: this role does not own it; autovacuum alone keeps it clean');
+    }
   }
 }

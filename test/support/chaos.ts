@@ -5,8 +5,8 @@ import { appendFileSync } from 'node:fs';
 import { expect } from 'chai';
 import pg from 'pg';
 import type { LocalCluster } from '../../src/embedded/cluster.js';
-import { migrate } from '../../src/migrate.js';
-import { addJobs } from '../../src/jobs/enqueue.js';
+import { migrate } from '../../src/db/migrate.js';
+import { addJobs } from '../../src/enqueue.js';
 import { startCluster, waitFor, type ClusterSettings } from './db.js';
 
 export interface WorkerProcess {

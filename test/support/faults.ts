@@ -3,7 +3,7 @@
 // connections, and a log sink to search.
 import { Writable } from 'node:stream';
 import pg from 'pg';
-import { createLogger, type Logger } from '../../src/log.js';
+import { createLogger, type Logger } from '../../src/observe/logger.js';
 
 /** Fault tests run on their own throwaway clusters; SLUICE_TEST_FAULTS=0 skips them. */
 export function faultsEnabled(): boolean {

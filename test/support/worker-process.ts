@@ -2,7 +2,7 @@
 // every start outside any transaction, and its effect inside the transaction that completes the
 // job: effects must be exactly one per completed job, whatever happens to the workers.
 // Config comes from the environment (DATABASE_URL, SLUICE_*); prints "ready <worker id>" once started.
-import { Worker } from '../../src/worker.js';
+import { Worker } from '../../src/worker/worker.js';
 import type { JobContext } from '../../src/tasks.js';
 
 const worker: Worker = new Worker({

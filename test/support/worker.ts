@@ -1,10 +1,10 @@
 // Starting workers against a test database, and reading what happened to jobs.
 import pg from 'pg';
-import { Worker } from '../../src/worker.js';
+import { Worker } from '../../src/worker/worker.js';
 import type { ConfigInput, SluiceConfig } from '../../src/config/schema.js';
 import type { TaskList } from '../../src/tasks.js';
-import { migrate } from '../../src/migrate.js';
-import { createLogger, type Logger } from '../../src/log.js';
+import { migrate } from '../../src/db/migrate.js';
+import { createLogger, type Logger } from '../../src/observe/logger.js';
 
 const started = new Set<Worker>();
 

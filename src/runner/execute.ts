@@ -1,19 +1,34 @@
 // Running one claimed job: its handler with a context, a time limit and an AbortSignal, then its
 // outcome written. The slot stays taken until the handler has really settled, so a handler that
-// ignores its signal cannot push the worker past its concurrency.
+// ignores its signal cannot push the worker past its concurrency. What happened is told as events.
 import type pg from 'pg';
 import { transaction, withClient } from '../db/pool.js';
 import type { Queries } from '../db/queries.js';
-import type { Logger } from '../log.js';
-import type { JobMetrics, Metrics } from '../metrics.js';
-import { type JobContext, type JobDb, type JobInfo, type TaskDefinition } from '../tasks.js';
-import { isPermanent, JobAbortedError, type AbortCause } from '../errors.js';
-
-export { JobAbortedError, type AbortCause };
-import type { ClaimedJob } from './claim.js';
-import { backoffMs } from '../util/backoff.js';
+import { isPermanent, JobAbortedError } from '../errors.js';
+import type { Events } from '../observe/events.js';
+import type { Logger } from '../observe/logger.js';
+import type { JobContext, JobDb, JobInfo, TaskDefinition } from '../tasks.js';
 import { TIMED_OUT, withTimeout } from '../util/time.js';
-import { completeInTransaction, type Completer } from './complete.js';
+import type { ClaimedJob } from './claim.js';
+import { completeInTransaction, type Completer } from './completer.js';
+import { describeError, retryDelayMs, type RetryPolicy } from './retry-policy.js';
+import type { RunningJob } from './running-job.js';
+
+export interface ExecuteDeps {
+  pool: pg.Pool;
+  queries: Queries;
+  completer: Completer;
+  tasks: Map<string, TaskDefinition>;
+  defaultTimeoutMs: number;
+  retry: RetryPolicy;
+  /** After an abort, how long a handler may take to settle before it is reported stuck. */
+  stuckAfterMs: number;
+  /** ctx.db of every handler (see jobDb). */
+  db: JobDb;
+  /** The logger handlers' ctx.log derives from. */
+  log: Logger;
+  events: Events;
+}
 
 /** A job's logger, made on first use: a child logger costs more than a no-op job. */
 class JobLog {
@@ -24,80 +39,6 @@ class JobLog {
     this.child ??= this.base.child({ jobId: this.job.id, task: this.job.task, queue: this.job.queue, attempt: this.job.attempt });
     return this.child;
   }
-
-  debug(msg: string, fields: object = {}): void {
-    if (this.base.isLevelEnabled('debug')) this.logger.debug(fields, msg);
-  }
-}
-
-export interface ExecuteDeps {
-  pool: pg.Pool;
-  queries: Queries;
-  completer: Completer;
-  tasks: Map<string, TaskDefinition>;
-  defaultTimeoutMs: number;
-  retryBaseMs: number;
-  retryMaxMs: number;
-  /** After an abort, how long a handler may take to settle before it is reported stuck. */
-  stuckAfterMs: number;
-  /** ctx.db of every handler (see jobDb). */
-  db: JobDb;
-  log: Logger;
-  metrics: Metrics;
-}
-
-/** A job while this worker runs it; the worker aborts it through `abort`. */
-export class RunningJob {
-  abortedBy: AbortCause | undefined;
-  // made on first use: most handlers never look at their signal, and one costs microseconds
-  private controller: AbortController | undefined;
-  private abortReason: JobAbortedError | undefined;
-  /** The handler has settled; only its outcome may still be on its way to the database. */
-  handlerDone = false;
-  private onAbort: ((cause: AbortCause) => void) | undefined;
-
-  constructor(readonly job: ClaimedJob) {}
-
-  get signal(): AbortSignal {
-    if (!this.controller) {
-      this.controller = new AbortController();
-      if (this.abortReason) this.controller.abort(this.abortReason);
-    }
-    return this.controller.signal;
-  }
-
-  abort(cause: AbortCause, message: string): void {
-    if (this.abortedBy) return;
-    this.abortedBy = cause;
-    this.abortReason = new JobAbortedError(cause, message);
-    this.controller?.abort(this.abortReason);
-    this.onAbort?.(cause);
-  }
-
-  whenAborted(fn: (cause: AbortCause) => void): void {
-    this.onAbort = fn;
-    if (this.abortedBy) fn(this.abortedBy);
-  }
-}
-
-const MAX_ERROR_CHARS = 8000;
-
-export function describeError(err: unknown): string {
-  let text: string;
-  if (err instanceof Error) text = err.stack && err.stack.includes(err.message) ? err.stack : `${err.name}: ${err.message}\n${err.stack ?? ''}`;
-  else {
-    try {
-      text = `non-Error thrown: ${JSON.stringify(err)}`;
-    } catch {
-      text = `non-Error thrown: ${String(err)}`;
-    }
-  }
-  return text.length > MAX_ERROR_CHARS ? `${text.slice(0, MAX_ERROR_CHARS)}… [truncated ${text.length - MAX_ERROR_CHARS} chars]` : text;
-}
-
-/** A job's retry backoff: half to all of base * 2^(attempt-1), at most max. */
-export function retryDelayMs(attempt: number, baseMs: number, maxMs: number): number {
-  return backoffMs(attempt, { baseMs, maxMs, jitter: 'equal' });
 }
 
 type Outcome =
@@ -126,7 +67,6 @@ class HandlerContext implements JobContext {
   constructor(
     private readonly running: RunningJob,
     private readonly jobLog: JobLog,
-    private readonly metrics: JobMetrics,
     private readonly deps: ExecuteDeps,
   ) {}
 
@@ -168,8 +108,7 @@ class HandlerContext implements JobContext {
     return transaction(this.deps.pool, async (client) => {
       const result = await fn(client);
       if (!(await completeInTransaction(client, this.deps.queries, job, serializeResult(result)))) {
-        this.metrics.fenced();
-        this.jobLog.logger.warn('job is no longer held by this worker (cancelled or rescued meanwhile); its transaction was rolled back');
+        this.deps.events.emit({ type: 'job.fenced', job, outcome: 'completed-in-transaction' });
         throw new JobAbortedError('lost', `job ${job.id} is no longer held by this worker (cancelled or rescued); its transaction was rolled back`);
       }
       this.completedInTransaction = true;
@@ -184,12 +123,9 @@ class HandlerContext implements JobContext {
  */
 export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promise<{ written: Promise<void> }> {
   const { job } = running;
-  const log = new JobLog(deps.log, job);
-  const metrics = deps.metrics.forJob(job.queue, job.task);
   const def = deps.tasks.get(job.task);
   const started = performance.now();
-  metrics.started(Date.now() - job.runAt.getTime());
-  log.debug('job started');
+  deps.events.emit({ type: 'job.started', job, lagMs: Date.now() - job.runAt.getTime() });
 
   let handlerDone: Promise<unknown> | undefined;
   let outcome: Outcome;
@@ -197,7 +133,7 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
     const known = [...deps.tasks.keys()].sort().join(', ') || 'none';
     outcome = { kind: 'failed', retry: false, error: `unknown task "${job.task}": this worker has no handler for it (known tasks: ${known})` };
   } else {
-    const ctx = new HandlerContext(running, log, metrics, deps);
+    const ctx = new HandlerContext(running, new JobLog(deps.log, job), deps);
     try {
       handlerDone = Promise.resolve(def.handler(job.payload, ctx));
     } catch (err) {
@@ -234,79 +170,47 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
     });
   }
 
-  const written = writeOutcome(running, outcome, deps, log, metrics, (performance.now() - started) / 1000);
-  if (running.abortedBy && handlerDone) await waitForStuckHandler(handlerDone, running, deps, log, metrics);
+  const written = writeOutcome(running, outcome, deps, (performance.now() - started) / 1000);
+  if (running.abortedBy && handlerDone) await waitForStuckHandler(handlerDone, running, deps);
   return { written };
 }
 
-async function writeOutcome(
-  running: RunningJob,
-  outcome: Outcome,
-  deps: ExecuteDeps,
-  log: JobLog,
-  metrics: JobMetrics,
-  seconds: number,
-): Promise<void> {
+async function writeOutcome(running: RunningJob, outcome: Outcome, deps: ExecuteDeps, seconds: number): Promise<void> {
   const { job } = running;
+  const { events } = deps;
   switch (outcome.kind) {
     case 'abandoned':
-      if (running.abortedBy === 'cancelled') {
-        metrics.cancelled();
-        log.logger.info('job cancelled; its handler was aborted');
-      } else if (running.abortedBy === 'lost') {
-        log.logger.warn('job is no longer held by this worker (rescued or re-claimed elsewhere); its handler was aborted and its outcome discarded');
-      } else {
-        log.debug('job abandoned', { reason: running.abortedBy });
-      }
+      events.emit({ type: 'job.aborted', job, cause: running.abortedBy === 'cancelled' || running.abortedBy === 'lost' ? running.abortedBy : 'shutdown' });
       return;
     case 'completed-in-transaction':
-      metrics.completed(seconds);
-      log.debug('job completed in its own transaction');
+      events.emit({ type: 'job.completed', job, seconds, inTransaction: true });
       return;
     case 'completed': {
       const w = await deps.completer.complete(job, outcome.resultJson);
-      if (!w.applied && w.reason === 'shutdown') return;
-      if (w.applied) {
-        metrics.completed(seconds);
-        log.debug('job completed');
-      } else {
-        metrics.fenced();
-        log.logger.warn('job finished but is no longer held by this worker (cancelled or rescued meanwhile); its result was not written');
-      }
+      if (w.applied) events.emit({ type: 'job.completed', job, seconds, inTransaction: false });
+      else if (w.reason === 'fenced') events.emit({ type: 'job.fenced', job, outcome: 'completed' });
       return;
     }
     case 'failed': {
-      const delay = retryDelayMs(job.attempt, deps.retryBaseMs, deps.retryMaxMs);
+      const delay = retryDelayMs(job.attempt, deps.retry);
       const w = await deps.completer.fail(job, outcome.error, outcome.retry, delay);
-      if (!w.applied && w.reason === 'shutdown') return;
       if (!w.applied) {
-        metrics.fenced();
-        log.logger.warn('job failed but is no longer held by this worker (cancelled or rescued meanwhile); the failure was not written');
+        if (w.reason === 'fenced') events.emit({ type: 'job.fenced', job, outcome: 'failed' });
       } else if (w.status === 'queued') {
-        metrics.retried(seconds);
-        log.logger.warn({ error: firstLine(outcome.error), retryInMs: Math.round(delay) }, 'job failed; will retry');
+        events.emit({ type: 'job.retried', job, seconds, error: outcome.error, retryInMs: delay });
       } else {
-        metrics.failed(seconds);
-        log.logger.error({ error: firstLine(outcome.error), permanent: !outcome.retry }, 'job failed for good');
+        events.emit({ type: 'job.failed', job, seconds, error: outcome.error, permanent: !outcome.retry });
       }
     }
   }
 }
 
-async function waitForStuckHandler(
-  handlerDone: Promise<unknown>,
-  running: RunningJob,
-  deps: ExecuteDeps,
-  log: JobLog,
-  metrics: JobMetrics,
-): Promise<void> {
+async function waitForStuckHandler(handlerDone: Promise<unknown>, running: RunningJob, deps: ExecuteDeps): Promise<void> {
   const settled = handlerDone.then(() => undefined, () => undefined);
   if ((await withTimeout(settled, deps.stuckAfterMs)) === TIMED_OUT) {
-    metrics.stuck(1);
-    log.logger.warn({ reason: running.abortedBy }, `handler ignores its AbortSignal: still running ${deps.stuckAfterMs} ms after the abort; it keeps its slot`);
+    deps.events.emit({ type: 'job.stuck', job: running.job, cause: running.abortedBy!, afterMs: deps.stuckAfterMs });
     await settled;
-    metrics.stuck(-1);
-    log.logger.info('stuck handler finally settled; its slot is free');
+    deps.events.emit({ type: 'job.unstuck', job: running.job });
   }
 }
 
@@ -316,9 +220,4 @@ function serializeResult(result: unknown): string | undefined {
   if (text === undefined) throw new Error(`a ${typeof result} cannot be stored`);
   if (text.includes('\\u0000')) throw new Error('it contains a NUL character, which PostgreSQL jsonb cannot store');
   return text;
-}
-
-function firstLine(text: string): string {
-  const i = text.indexOf('\n');
-  return i < 0 ? text : text.slice(0, i);
 }

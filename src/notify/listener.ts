@@ -4,11 +4,11 @@
 // back in time; a frozen or half-open link is replaced.
 import pgListen from 'pg-listen';
 import { Subject, type Observable } from 'rxjs';
-import type { Logger } from './log.js';
-import { backoffMs } from './util/backoff.js';
-import { sleep, withTimeout } from './util/time.js';
-import { SERVER_KEEPALIVE_OPTIONS } from './db/pool.js';
-import { errorSummary } from './db/errors.js';
+import type { Logger } from '../observe/logger.js';
+import { backoffMs } from '../util/backoff.js';
+import { sleep, withTimeout } from '../util/time.js';
+import { SERVER_KEEPALIVE_OPTIONS } from '../db/pool.js';
+import { errorSummary } from '../db/errors.js';
 
 // pg-listen is CommonJS: under NodeNext its function is the default export's `default`
 const createSubscriber = pgListen.default;

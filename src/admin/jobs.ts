@@ -1,44 +1,11 @@
-// Operator functions behind `sluice status`, `jobs`, `show`, `retry` and `cancel`. The SQL lives
-// in sql/admin/; these functions only pass parameters and shape rows.
-import { loadQueries, type JobRow } from './db/queries.js';
-import type { Queryable } from './db/statement.js';
-import { JobNotFoundError, JobStateError } from './errors.js';
-
-export { JobNotFoundError, JobStateError };
+// Operator functions behind `sluice jobs`, `show`, `retry` and `cancel` (and the same from code).
+// The SQL lives in sql/admin/; these functions only check arguments, pass parameters and shape rows.
+import { loadQueries, type JobRow } from '../db/queries.js';
+import type { Queryable } from '../db/statement.js';
+import { JobNotFoundError, JobStateError } from '../errors.js';
 
 export const JOB_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
-
-export interface QueueStatus {
-  queue: string;
-  /** Queued and due now. */
-  runnable: number;
-  /** Queued with a run_at in the future. */
-  scheduled: number;
-  running: number;
-  completed: number;
-  failed: number;
-  cancelled: number;
-  /** Seconds the oldest runnable job has waited past its run_at; null when none is runnable. */
-  oldestRunnableSeconds: number | null;
-}
-
-export interface WorkerStatus {
-  id: string;
-  host: string;
-  pid: number;
-  queues: string[];
-  concurrency: number;
-  poolSize: number;
-  version: string | null;
-  startedAt: string;
-  heartbeatAt: string;
-  heartbeatAgeSeconds: number;
-  /** Heartbeat within worker.rescueAfterMs; a dead worker's jobs are rescued by the others. */
-  alive: boolean;
-  /** Jobs it holds now. */
-  running: number;
-}
 
 export interface JobSummary {
   id: string;
@@ -92,47 +59,6 @@ export function parseJobId(id: string | number): string {
     throw new RangeError(`job id must be a positive integer, got ${JSON.stringify(String(id))}`);
   }
   return s;
-}
-
-export async function queueStatus(db: Queryable, schema: string): Promise<QueueStatus[]> {
-  const res = await loadQueries(schema).queue_status.run(db, {});
-  return res.rows.map((r) => ({
-    queue: r.queue,
-    runnable: r.runnable,
-    scheduled: r.scheduled,
-    running: r.running,
-    completed: r.completed,
-    failed: r.failed,
-    cancelled: r.cancelled,
-    oldestRunnableSeconds: r.oldest_runnable_seconds,
-  }));
-}
-
-/**
- * Queues with waiting jobs (runnable or scheduled) that no live worker takes: nothing records an
- * error on such jobs, they just wait, so `sluice status` names the queues.
- */
-export function unservedQueues(queues: QueueStatus[], workers: WorkerStatus[]): string[] {
-  const served = new Set(workers.filter((w) => w.alive).flatMap((w) => w.queues));
-  return queues.filter((q) => q.runnable + q.scheduled > 0 && !served.has(q.queue)).map((q) => q.queue);
-}
-
-export async function listWorkers(db: Queryable, schema: string, rescueAfterMs: number): Promise<WorkerStatus[]> {
-  const res = await loadQueries(schema).workers.run(db, { rescueAfterMs });
-  return res.rows.map((r) => ({
-    id: r.id,
-    host: r.host,
-    pid: r.pid,
-    queues: r.queues,
-    concurrency: r.concurrency,
-    poolSize: r.pool_size,
-    version: r.version,
-    startedAt: iso(r.started_at)!,
-    heartbeatAt: iso(r.heartbeat_at)!,
-    heartbeatAgeSeconds: r.heartbeat_age_seconds,
-    alive: r.alive,
-    running: r.running,
-  }));
 }
 
 export async function listJobs(db: Queryable, schema: string, filter: JobFilter = {}): Promise<JobSummary[]> {

@@ -1,8 +1,8 @@
 // Least-privilege roles (sql/roles.sql): <schema>_producer may only enqueue and read its own
 // jobs; <schema>_worker may run them.
 import type pg from 'pg';
-import { readSqlFile } from './db/sql.js';
-import { withClient } from './db/pool.js';
+import { readSqlFile } from './sql.js';
+import { withClient } from './pool.js';
 
 export async function applyRoles(pool: pg.Pool, schema: string): Promise<{ producer: string; worker: string }> {
   const sql = readSqlFile('roles.sql', schema);

@@ -1,4 +1,5 @@
-// Taking runnable jobs: one statement, one short borrow, up to `limit` jobs at once.
+// Taking runnable jobs: one statement, one short borrow, for the free slots of one or several
+// queues at once.
 import type pg from 'pg';
 import { withClient } from '../db/pool.js';
 import type { ClaimRow, Queries } from '../db/queries.js';
@@ -18,24 +19,25 @@ export interface ClaimedJob {
   createdAt: Date;
 }
 
+/** Up to `limit` jobs of `queue`. */
+export interface ClaimDemand {
+  queue: string;
+  limit: number;
+}
+
 /**
- * A worker of one queue claims through claim_jobs_one_queue, whose limit is written into the text
+ * A claim for one queue goes through claim_jobs_one_queue, whose limit is written into the text
  * (one prepared statement per limit, so at most this many per connection); larger claims and
- * workers of several queues use claim_jobs.
+ * claims for several queues use claim_jobs.
  */
 const MAX_LITERAL_LIMIT = 100;
 
-export async function claimJobs(
-  pool: pg.Pool,
-  queries: Queries,
-  queues: string[],
-  limit: number,
-  workerId: string,
-): Promise<ClaimedJob[]> {
+export async function claimJobs(pool: pg.Pool, queries: Queries, demands: ClaimDemand[], workerId: string): Promise<ClaimedJob[]> {
+  const one = demands.length === 1 ? demands[0]! : undefined;
   const statement =
-    queues.length === 1 && limit <= MAX_LITERAL_LIMIT
-      ? queries.claim_jobs_one_queue.config({ queue: queues[0]!, limit, workerId })
-      : queries.claim_jobs.config({ queues, limit, workerId });
+    one && one.limit <= MAX_LITERAL_LIMIT
+      ? queries.claim_jobs_one_queue.config({ queue: one.queue, limit: one.limit, workerId })
+      : queries.claim_jobs.config({ queues: demands.map((d) => d.queue), limits: demands.map((d) => d.limit), workerId });
   const res = await withClient(pool, (client) => client.query<ClaimRow>(statement));
   return res.rows.map((r) => ({
     id: String(r.id),

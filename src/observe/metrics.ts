@@ -1,6 +1,7 @@
-// Prometheus metrics, one registry per worker. Counters move on the job path (a few map lookups
-// per job); gauges that need the database are read at scrape time.
+// Prometheus metrics, one registry per worker. Counters follow the worker's events (a few map
+// lookups per job); gauges that need the database are read at scrape time.
 import client from 'prom-client';
+import type { Events, JobRef, SluiceEvent } from './events.js';
 
 type Labels = { queue: string; task: string };
 
@@ -25,7 +26,7 @@ interface JobFamilies {
 }
 
 /** The metrics of one queue and task, with the children of the every-job ones resolved once. */
-export class JobMetrics {
+class JobMetrics {
   private readonly startedChild: client.Counter.Internal;
   private readonly completedChild: client.Counter.Internal;
   private readonly durationChild: client.Histogram.Internal<'queue' | 'task'>;
@@ -150,27 +151,56 @@ export class Metrics {
     this.sources = sources;
   }
 
+  /** Counts what the worker's events report. */
+  observe(events: Events): () => void {
+    return events.on((e) => this.count(e));
+  }
+
+  private count(e: SluiceEvent): void {
+    switch (e.type) {
+      case 'claim':
+        this.claims.inc();
+        if (e.jobs > 0) this.claimedJobs.inc(e.jobs);
+        return;
+      case 'job.started':
+        return this.forJob(e.job).started(e.lagMs);
+      case 'job.completed':
+        return this.forJob(e.job).completed(e.seconds);
+      case 'job.retried':
+        return this.forJob(e.job).retried(e.seconds);
+      case 'job.failed':
+        return this.forJob(e.job).failed(e.seconds);
+      case 'job.aborted':
+        if (e.cause === 'cancelled') this.forJob(e.job).cancelled();
+        return;
+      case 'job.fenced':
+        return this.forJob(e.job).fenced();
+      case 'job.stuck':
+        return this.forJob(e.job).stuck(1);
+      case 'job.unstuck':
+        return this.forJob(e.job).stuck(-1);
+      case 'job.rescued':
+        this.rescued.inc({ queue: e.queue, task: e.task });
+        return;
+      case 'notification':
+        this.notifications.inc();
+        return;
+      case 'listener.reconnected':
+        this.reconnects.inc();
+        return;
+      case 'listener.down':
+        return;
+    }
+  }
+
   /** The metrics of one kind of job, made once per queue and task. */
-  forJob(queue: string, task: string): JobMetrics {
-    const key = `${queue}\u0000${task}`;
+  private forJob(job: JobRef): JobMetrics {
+    const key = `${job.queue}\u0000${job.task}`;
     let m = this.byJobKind.get(key);
     if (!m) {
-      m = new JobMetrics(this.counters, { queue, task });
+      m = new JobMetrics(this.counters, { queue: job.queue, task: job.task });
       this.byJobKind.set(key, m);
     }
     return m;
-  }
-  jobRescued(l: Labels): void {
-    this.rescued.inc(l);
-  }
-  claimed(jobs: number): void {
-    this.claims.inc();
-    if (jobs > 0) this.claimedJobs.inc(jobs);
-  }
-  notification(): void {
-    this.notifications.inc();
-  }
-  listenerReconnected(): void {
-    this.reconnects.inc();
   }
 }

@@ -2,9 +2,9 @@
 // holds, and whether one more worker fits. `sluice budget` and `sluice status` print it; the
 // worker checks it at startup (warning, or refusing when told to be strict).
 import type pg from 'pg';
-import { withClient } from './db/pool.js';
-import { loadQueries, type WorkerRow } from './db/queries.js';
-import { isMissingSchema } from './db/errors.js';
+import { withClient } from '../db/pool.js';
+import { loadQueries, type WorkerRow } from '../db/queries.js';
+import { isMissingSchema } from '../db/errors.js';
 
 export interface WorkerBudget {
   id: string;

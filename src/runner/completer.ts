@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { withClient } from '../db/pool.js';
 import { errorSummary } from '../db/errors.js';
 import type { Queries } from '../db/queries.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../observe/logger.js';
 import type { ClaimedJob } from './claim.js';
 import { backoffMs } from '../util/backoff.js';
 import { sleep } from '../util/time.js';

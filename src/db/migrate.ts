@@ -1,9 +1,9 @@
 // Applies sql/migrations in order, each recorded in <schema>.migrations. All of it runs in one
 // transaction behind an advisory lock, so two processes migrating at once apply each file once.
 import type pg from 'pg';
-import { assertIdentifier, loadMigrations } from './db/sql.js';
-import { loadQueries } from './db/queries.js';
-import { transaction, withClient } from './db/pool.js';
+import { assertIdentifier, loadMigrations } from './sql.js';
+import { loadQueries } from './queries.js';
+import { transaction, withClient } from './pool.js';
 
 export interface MigrateResult {
   applied: number[];

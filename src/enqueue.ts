@@ -1,12 +1,10 @@
 // The producer API: addJob and addJobs, thin over the SQL functions add_job and add_jobs so that
 // TypeScript and any other client enqueue exactly the same way.
-import { assertIdentifier } from '../db/sql.js';
-import { isMissingSchema } from '../db/errors.js';
-import { loadQueries } from '../db/queries.js';
-import type { Queryable } from '../db/statement.js';
-import { InvalidJobError } from '../errors.js';
-
-export { InvalidJobError };
+import { assertIdentifier } from './db/sql.js';
+import { isMissingSchema } from './db/errors.js';
+import { loadQueries } from './db/queries.js';
+import type { Queryable } from './db/statement.js';
+import { InvalidJobError } from './errors.js';
 
 export interface JobSpec {
   task: string;

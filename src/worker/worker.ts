@@ -1,0 +1,293 @@
+// The worker, composed in one place: the pool and the listener; a runner per queue with the
+// claimer and completer they share; wake-ups routed from notifications; the lease; maintenance
+// services; metrics and logs on the events. start() builds and starts the parts in order, stop()
+// ends them in reverse. The path of a job does not come back here: notification -> wake-ups ->
+// runner -> claimer -> execute -> completer.
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type pg from 'pg';
+import { isResolvedConfig, loadConfig } from '../config/load.js';
+import type { ConfigInput, SluiceConfig } from '../config/schema.js';
+import { errorSummary } from '../db/errors.js';
+import { createPool, endPool, poolOptions, withClient } from '../db/pool.js';
+import { loadQueries, type Queries } from '../db/queries.js';
+import { channelFor } from '../db/sql.js';
+import { addJob, addJobs, type JobSpec } from '../enqueue.js';
+import { SluiceError } from '../errors.js';
+import { maintenanceServices } from '../maintenance/index.js';
+import type { Service } from '../maintenance/service.js';
+import { Listener } from '../notify/listener.js';
+import { Wakeups } from '../notify/wakeups.js';
+import { Events } from '../observe/events.js';
+import { logEvents } from '../observe/job-log.js';
+import { createLogger, type Logger } from '../observe/logger.js';
+import { Metrics } from '../observe/metrics.js';
+import { claimJobs } from '../runner/claim.js';
+import { Claimer } from '../runner/claimer.js';
+import { Completer } from '../runner/completer.js';
+import { executeJob, jobDb } from '../runner/execute.js';
+import { QueueRunner } from '../runner/queue-runner.js';
+import { Runners } from '../runner/runners.js';
+import { loadTasks, normalizeTasks, type TaskList } from '../tasks.js';
+import { TIMED_OUT, withTimeout } from '../util/time.js';
+import { deregisterWorker, Lease, type WorkerIdentity } from './lease.js';
+import { checkConnectionBudget, prepareDatabase } from './startup.js';
+
+export interface WorkerOptions {
+  /**
+   * The configuration: one returned by loadConfig, taken as it is; or config values, which win
+   * over the config file and the environment.
+   */
+  config?: ConfigInput | SluiceConfig;
+  /** Config file (YAML or JSON); defaults to $SLUICE_CONFIG. */
+  configFile?: string;
+  /** Handlers; when omitted they are loaded from worker.tasks. */
+  tasks?: TaskList;
+  logger?: Logger;
+  /** Apply migrations at start (otherwise the schema must already be at this version). */
+  migrate?: boolean;
+}
+
+export type WorkerState = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** The parts a started worker is made of. */
+interface Parts {
+  pool: pg.Pool;
+  listener: Listener;
+  completer: Completer;
+  claimer: Claimer;
+  runners: Runners;
+  wakeups: Wakeups;
+  lease: Lease;
+  services: Service[];
+}
+
+export class Worker {
+  readonly config: SluiceConfig;
+  readonly log: Logger;
+  readonly events = new Events();
+  readonly metrics = new Metrics();
+  readonly identity: WorkerIdentity;
+  state: WorkerState = 'new';
+  private readonly queries: Queries;
+  private pool: pg.Pool | undefined;
+  private parts: Parts | undefined;
+  private readonly stopSignal = new AbortController();
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly opts: WorkerOptions = {}) {
+    this.config = isResolvedConfig(opts.config) ? opts.config : loadConfig({ file: opts.configFile, overrides: opts.config });
+    this.log = opts.logger ?? createLogger(this.config.log);
+    this.queries = loadQueries(this.config.database.schema);
+    const { worker, database } = this.config;
+    this.identity = {
+      id: `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
+      host: os.hostname(),
+      pid: process.pid,
+      queues: worker.queues,
+      concurrency: worker.concurrency,
+      poolSize: database.poolSize,
+      version: VERSION,
+    };
+    this.metrics.observe(this.events);
+    logEvents(this.events, this.log);
+  }
+
+  /** The pool the worker uses; also for enqueueing through the same bounded connections. */
+  get db(): pg.Pool {
+    if (!this.pool) throw new SluiceError('worker_state', 'the worker is not started');
+    return this.pool;
+  }
+
+  addJob(job: JobSpec): Promise<string> {
+    return addJob(this.db, job, this.config.database.schema);
+  }
+
+  addJobs(jobs: JobSpec[]): Promise<string[]> {
+    return addJobs(this.db, jobs, this.config.database.schema);
+  }
+
+  /** Connects, checks the schema, registers, and starts taking jobs. */
+  async start(): Promise<void> {
+    if (this.state !== 'new') throw new SluiceError('worker_state', `the worker cannot start: it is ${this.state}`);
+    this.state = 'starting';
+    const { config, log, queries, identity } = this;
+    if (!config.database.url) {
+      throw new SluiceError('usage', 'database.url is not set (DATABASE_URL, a config file, or the embedded database via `sluice start`)');
+    }
+    const tasks = this.opts.tasks ? normalizeTasks(this.opts.tasks, 'tasks option') : await loadTasks(config.worker.tasks);
+    // application_name names the worker so operators can count its connections per process
+    const pool = createPool(poolOptions(config, `sluice ${identity.id}`.slice(0, 63)), log);
+    this.pool = pool;
+    try {
+      const startup = { pool, queries, config, identity, log };
+      await prepareDatabase({ ...startup, migrate: this.opts.migrate ?? false, signal: this.stopSignal.signal });
+      if (this.stopping) throw new SluiceError('worker_state', 'the worker was stopped while starting');
+      await checkConnectionBudget(startup);
+    } catch (err) {
+      await endPool(pool, 1000);
+      this.state = 'stopped';
+      throw err;
+    }
+
+    const parts = this.compose(pool, tasks);
+    this.parts = parts;
+    await parts.listener.start();
+    if (this.stopping) return;
+    parts.lease.start();
+    for (const s of parts.services) s.start();
+    parts.runners.start();
+    parts.wakeups.start();
+    this.state = 'running';
+    log.info(
+      { workerId: identity.id, queues: config.worker.queues, concurrency: config.worker.concurrency, poolSize: config.database.poolSize, tasks: [...tasks.keys()] },
+      `worker started: at most ${config.database.poolSize + 1} connections`,
+    );
+  }
+
+  private compose(pool: pg.Pool, tasks: Awaited<ReturnType<typeof loadTasks>>): Parts {
+    const { config, log, queries, identity, events } = this;
+    const listener = new Listener({
+      url: config.database.url,
+      channel: channelFor(config.database.schema),
+      applicationName: `sluice-listener ${identity.id}`.slice(0, 63),
+      connectTimeoutMs: config.database.connectionTimeoutMs,
+      checkIntervalMs: config.database.listenerCheckMs,
+      checkTimeoutMs: config.database.listenerCheckMs,
+      log: log.child({ part: 'listener' }),
+    });
+    const completer = new Completer(pool, queries, log);
+    const claimer = new Claimer({
+      claim: async (demands) => {
+        const jobs = await claimJobs(pool, queries, demands, identity.id);
+        events.emit({ type: 'claim', jobs: jobs.length });
+        return jobs;
+      },
+      log,
+    });
+    const execute = {
+      pool,
+      db: jobDb(pool),
+      queries,
+      completer,
+      tasks,
+      defaultTimeoutMs: config.worker.jobTimeoutMs,
+      retry: { baseMs: config.worker.retryBaseMs, maxMs: config.worker.retryMaxMs },
+      stuckAfterMs: 5000,
+      log,
+      events,
+    };
+    const queues = config.worker.queues.map(
+      (queue) =>
+        new QueueRunner({
+          queue,
+          concurrency: config.worker.concurrency,
+          claimer,
+          execute: (running) => executeJob(running, execute),
+          backlog: () => completer.backlog,
+          maxBacklog: config.worker.concurrency * config.worker.queues.length,
+          log,
+        }),
+    );
+    const runners = new Runners(queues, { pool, queries, log });
+    const lease = new Lease({
+      pool,
+      queries,
+      identity,
+      intervalMs: config.worker.heartbeatMs,
+      held: () => runners.held(),
+      onLost: (jobs) => {
+        for (const j of jobs) {
+          if (j.status === 'cancelled') runners.abort(j.id, 'cancelled', 'the job was cancelled');
+          else runners.abort(j.id, 'lost', `the job is no longer held by this worker (now ${j.status ?? 'deleted'})`);
+        }
+      },
+      log,
+    });
+    const wakeups = new Wakeups({ listener, runners, pollMs: config.worker.pollMs, clockOffsetMs: () => lease.clockOffsetMs, events });
+    const services = maintenanceServices({ pool, queries, config, events, log, healthySince: () => lease.healthySince });
+    this.metrics.attach({
+      inFlight: () => runners.inFlight,
+      pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+      listenerConnected: () => listener.connected,
+      queueStats: () => this.queueStats(),
+    });
+    return { pool, listener, completer, claimer, runners, wakeups, lease, services };
+  }
+
+  /**
+   * Graceful stop: no new claims; running jobs get worker.shutdownGraceMs to finish; the rest are
+   * aborted and put back to queued without spending an attempt; then everything is closed.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  /** Running, listening, and the database answered the last heartbeat in time. */
+  get ready(): boolean {
+    return this.state === 'running' && (this.parts?.listener.connected ?? false) && (this.parts?.lease.healthy ?? false);
+  }
+
+  /** Jobs running now and claimed jobs waiting for a slot (always 0). */
+  stats(): { inFlight: number; buffered: number; poolTotal: number; poolIdle: number; poolWaiting: number; listenerConnected: boolean } {
+    return {
+      inFlight: this.parts?.runners.inFlight ?? 0,
+      buffered: this.parts?.runners.buffered ?? 0,
+      poolTotal: this.pool?.totalCount ?? 0,
+      poolIdle: this.pool?.idleCount ?? 0,
+      poolWaiting: this.pool?.waitingCount ?? 0,
+      listenerConnected: this.parts?.listener.connected ?? false,
+    };
+  }
+
+  private async doStop(): Promise<void> {
+    this.stopSignal.abort();
+    const parts = this.parts;
+    if (this.state === 'new' || this.state === 'stopped' || !parts) {
+      // not started, or still starting: start() sees `stopping` and gives up
+      if (this.state !== 'starting') this.state = 'stopped';
+      return;
+    }
+    this.state = 'stopping';
+    const { log, config } = this;
+    const { runners } = parts;
+    runners.stopClaiming();
+    parts.claimer.stop();
+    log.info({ inFlight: runners.inFlight, graceMs: config.worker.shutdownGraceMs }, 'stopping: no new jobs; waiting for running jobs');
+    if ((await withTimeout(runners.whenIdle(), config.worker.shutdownGraceMs)) === TIMED_OUT && runners.holding) {
+      await runners.abortAndRelease();
+      await withTimeout(runners.whenIdle(), 5000);
+    }
+    await parts.completer.drain(5000);
+    await parts.lease.stop();
+    for (const s of [...parts.services].reverse()) await s.stop();
+    parts.wakeups.stop();
+    runners.close();
+    if (runners.holding === 0) {
+      await deregisterWorker(parts.pool, this.queries, this.identity.id).catch((err) =>
+        log.warn({ err: errorSummary(err) }, 'could not deregister; the worker row will be cleaned up by a rescuer'),
+      );
+    } else {
+      log.warn({ jobs: runners.holdingIds() }, 'handlers still running after the abort; exiting without them (their jobs were requeued)');
+    }
+    await parts.listener.stop();
+    if (!(await endPool(parts.pool, 5000))) log.warn('database pool did not close in time (a handler still holds a connection)');
+    this.state = 'stopped';
+    log.info('worker stopped');
+  }
+
+  private async queueStats() {
+    const res = await withClient(this.db, (c) => this.queries.queue_depth.run(c, {}));
+    return res.rows.map((r) => ({ queue: r.queue, status: r.status, count: r.n, oldestRunnableSeconds: r.oldest }));
+  }
+}
+
+export async function runWorker(opts: WorkerOptions = {}): Promise<Worker> {
+  const worker = new Worker(opts);
+  await worker.start();
+  return worker;
+}
