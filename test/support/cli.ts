@@ -1,5 +1,5 @@
 // Running the real `sluice` command line as a child process, from the TypeScript sources (no
-// build): `node --import tsx src/cli.ts ...`. Every child is tracked and killed by killAllCli().
+// build): `node --import tsx test/support/cli-entry.ts ...`. Every child is tracked and killed by killAllCli().
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -7,7 +7,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { waitFor } from './db.js';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const cliPath = path.join(root, 'src', 'cli.ts');
+export const cliPath = path.join(root, 'test', 'support', 'cli-entry.ts');
 // an absolute loader URL, so the CLI also runs from another working directory
 const tsxLoader = pathToFileURL(path.join(root, 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
 
