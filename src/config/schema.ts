@@ -117,7 +117,7 @@ export const configSchema = {
   },
   worker: {
     concurrency: {
-      doc: 'Jobs run at once (the mergeMap bound). May exceed database.poolSize: a running handler holds no connection.',
+      doc: 'Jobs run at once in each queue (the mergeMap bound of its runner). May exceed database.poolSize: a running handler holds no connection.',
       format: 'int>=1',
       default: 10,
       env: 'SLUICE_CONCURRENCY',

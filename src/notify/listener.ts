@@ -2,11 +2,12 @@
 // (re)connect is reported so the worker looks for work it may have missed while disconnected.
 // The connection checks itself end to end: it NOTIFYs a ping to its own channel and expects it
 // back in time; a frozen or half-open link is replaced.
+import { randomUUID } from 'node:crypto';
 import pgListen from 'pg-listen';
 import { Subject, type Observable } from 'rxjs';
 import type { Logger } from '../observe/logger.js';
 import { backoffMs } from '../util/backoff.js';
-import { sleep, withTimeout } from '../util/time.js';
+import { sleep, TIMED_OUT, withTimeout } from '../util/time.js';
 import { SERVER_KEEPALIVE_OPTIONS } from '../db/pool.js';
 import { errorSummary } from '../db/errors.js';
 
@@ -164,15 +165,10 @@ export class Listener {
       this.scheduleCheck();
       return;
     }
-    const nonce = `${process.pid}-${Math.random().toString(36).slice(2)}`;
-    let timer: NodeJS.Timeout | undefined;
-    const echoed = new Promise<boolean>((resolve) => {
-      this.pendingPing = { nonce, resolve: () => resolve(true) };
-      timer = setTimeout(() => resolve(false), this.opts.checkTimeoutMs);
-    });
+    const nonce = randomUUID();
+    const echoed = new Promise<void>((resolve) => (this.pendingPing = { nonce, resolve }));
     sub.notify(this.opts.channel, { ping: nonce }).catch(() => undefined);
-    const ok = await echoed;
-    clearTimeout(timer);
+    const ok = (await withTimeout(echoed, this.opts.checkTimeoutMs)) !== TIMED_OUT;
     this.pendingPing = undefined;
     if (!ok && !this.stopped && sub === this.subscriber) {
       this.opts.log.warn({ timeoutMs: this.opts.checkTimeoutMs }, 'listener did not hear its own ping; replacing the connection');

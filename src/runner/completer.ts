@@ -8,7 +8,7 @@ import type { Queries } from '../db/queries.js';
 import type { Logger } from '../observe/logger.js';
 import type { ClaimedJob } from './claim.js';
 import { backoffMs } from '../util/backoff.js';
-import { sleep } from '../util/time.js';
+import { sleep, withTimeout } from '../util/time.js';
 
 const WRITE_RETRY = { baseMs: 200, maxMs: 5000, jitter: 'equal' } as const;
 
@@ -63,10 +63,7 @@ export class Completer {
     const deadline = Date.now() + timeoutMs;
     while ((this.pending.length || this.flushing) && Date.now() < deadline) {
       // a flush that keeps failing retries until stopped: never wait for it past the deadline
-      let timer: NodeJS.Timeout | undefined;
-      const tick = new Promise((r) => (timer = setTimeout(r, Math.min(20, Math.max(0, deadline - Date.now())))));
-      await Promise.race([this.flushing ?? tick, tick]);
-      clearTimeout(timer);
+      await withTimeout(this.flushing ?? sleep(20), Math.min(20, deadline - Date.now()));
     }
     this.stopped = true;
     this.giveUp(this.pending.splice(0));

@@ -54,10 +54,13 @@ export class QueueRunner implements ClaimTarget {
     this.wake();
   }
 
-  /** Something may be runnable in this queue: claim for the free slots. */
+  /**
+   * Something may be runnable in this queue: claim for the free slots, on the next turn of the
+   * event loop, so that every queue woken in this turn is served by the same statement.
+   */
   wake(): void {
     this.wakeGeneration++;
-    this.opts.claimer.request();
+    this.opts.claimer.requestSoon();
   }
 
   ask(): Ask | undefined {

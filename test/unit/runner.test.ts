@@ -1,0 +1,183 @@
+import { expect } from 'chai';
+import type { ClaimDemand, ClaimedJob } from '../../src/runner/claim.js';
+import { Claimer } from '../../src/runner/claimer.js';
+import { QueueRunner } from '../../src/runner/queue-runner.js';
+import type { RunningJob } from '../../src/runner/running-job.js';
+import { silentLogger } from '../../src/observe/logger.js';
+import { FakeClock } from '../support/clock.js';
+import { waitFor } from '../support/db.js';
+
+let nextId = 1;
+function job(queue: string): ClaimedJob {
+  const id = String(nextId++);
+  return { id, queue, task: 't', payload: {}, priority: 0, runAt: new Date(), attempt: 1, maxAttempts: 25, token: id, jobKey: null, createdAt: new Date() };
+}
+
+/** Queues in memory, and a claim function over them that records every call. */
+function store() {
+  const queues = new Map<string, ClaimedJob[]>();
+  const calls: ClaimDemand[][] = [];
+  return {
+    calls,
+    add(queue: string, n: number) {
+      const q = queues.get(queue) ?? [];
+      for (let i = 0; i < n; i++) q.push(job(queue));
+      queues.set(queue, q);
+    },
+    async claim(demands: ClaimDemand[]): Promise<ClaimedJob[]> {
+      calls.push(demands);
+      await new Promise((r) => setImmediate(r));
+      return demands.flatMap((d) => (queues.get(d.queue) ?? []).splice(0, d.limit));
+    },
+  };
+}
+
+const turn = () => new Promise((r) => setImmediate(r));
+
+function runner(claimer: Claimer, queue: string, concurrency: number, execute: (r: RunningJob) => Promise<unknown>) {
+  return new QueueRunner({
+    queue,
+    concurrency,
+    claimer,
+    execute: async (r) => {
+      await execute(r);
+      return { written: Promise.resolve() };
+    },
+    backlog: () => 0,
+    maxBacklog: concurrency,
+    log: silentLogger(),
+  });
+}
+
+describe('queue runner and claimer', () => {
+  it('claims exactly the free slots, runs N at once, and never buffers in mergeMap', async () => {
+    const s = store();
+    s.add('a', 1000);
+    const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger() });
+    let active = 0;
+    let peak = 0;
+    let done = 0;
+    let maxBuffered = 0;
+    const r = runner(claimer, 'a', 8, async () => {
+      active++;
+      peak = Math.max(peak, active);
+      await turn();
+      active--;
+      done++;
+    });
+    // sampled between turns of the event loop, as a metrics scrape or a timer would see it
+    const sample = setInterval(() => (maxBuffered = Math.max(maxBuffered, r.buffered)), 0);
+    r.start();
+    await waitFor('1,000 jobs to run', () => done === 1000, 10_000, 1);
+    clearInterval(sample);
+    expect(peak).to.equal(8);
+    expect(maxBuffered).to.equal(0);
+    expect(Math.max(...s.calls.map((c) => c[0]!.limit))).to.equal(8);
+    // slots that free in the same turn are claimed together: far fewer claims than jobs
+    expect(s.calls.length).to.be.below(1000 / 4);
+  });
+
+  it('coalesces any number of wake-ups during a claim into one more claim', async () => {
+    const s = store();
+    let release!: () => void;
+    const claimer = new Claimer({
+      claim: async (d) => {
+        s.calls.push(d);
+        if (s.calls.length === 1) await new Promise<void>((r) => (release = r));
+        return [];
+      },
+      log: silentLogger(),
+    });
+    const r = runner(claimer, 'a', 4, async () => undefined);
+    r.start();
+    await waitFor('the first claim', () => s.calls.length === 1, 5000, 1);
+    for (let i = 0; i < 10_000; i++) r.wake();
+    for (let i = 0; i < 10; i++) await turn();
+    release();
+    await waitFor('the follow-up claim', () => s.calls.length === 2, 5000, 1);
+    for (let i = 0; i < 10; i++) await turn();
+    expect(s.calls.length).to.equal(2);
+  });
+
+  it("serves several queues' free slots with one statement", async () => {
+    const s = store();
+    const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger() });
+    const a = runner(claimer, 'a', 3, async () => undefined);
+    const b = runner(claimer, 'b', 5, async () => undefined);
+    a.start();
+    b.start();
+    await waitFor('the first claim', () => s.calls.length === 1, 5000, 1);
+    for (let i = 0; i < 10; i++) await turn();
+    expect(s.calls).to.deep.equal([[{ queue: 'a', limit: 3 }, { queue: 'b', limit: 5 }]]);
+    s.calls.length = 0;
+    a.wake();
+    b.wake();
+    await waitFor('one claim', () => s.calls.length === 1, 5000, 1);
+    await turn();
+    expect(s.calls).to.deep.equal([[{ queue: 'a', limit: 3 }, { queue: 'b', limit: 5 }]]);
+  });
+
+  it('does not claim a queue found empty again until something wakes it', async () => {
+    const s = store();
+    const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger() });
+    let done = 0;
+    const r = runner(claimer, 'a', 2, async () => {
+      done++;
+    });
+    s.add('a', 1);
+    r.start();
+    await waitFor('the job to run', () => done === 1, 5000, 1);
+    for (let i = 0; i < 10; i++) await turn();
+    const calls = s.calls.length;
+    s.add('a', 1);
+    for (let i = 0; i < 10; i++) await turn();
+    expect(s.calls.length, 'no claim without a wake-up').to.equal(calls);
+    r.wake();
+    await waitFor('the second job to run', () => done === 2, 5000, 1);
+  });
+
+  it('retries a failed claim after a back-off on its clock, not at once', async () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const claimer = new Claimer({
+      claim: async () => {
+        calls++;
+        if (calls === 1) throw new Error('connection refused');
+        return [];
+      },
+      log: silentLogger(),
+      clock,
+    });
+    const r = runner(claimer, 'a', 2, async () => undefined);
+    r.start();
+    await waitFor('the first claim', () => calls === 1, 5000, 1);
+    for (let i = 0; i < 10; i++) await turn();
+    r.wake();
+    await turn();
+    expect(calls, 'wake-ups wait for the retry').to.equal(1);
+    expect(clock.pending).to.equal(1);
+    clock.advance(10_000);
+    await waitFor('the retry', () => calls === 2, 5000, 1);
+  });
+
+  it('stops claiming when told, and tells when it is idle', async () => {
+    const s = store();
+    s.add('a', 3);
+    const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger() });
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const r = runner(claimer, 'a', 3, () => gate);
+    r.start();
+    await waitFor('three jobs running', () => r.inFlight === 3, 5000, 1);
+    r.stopClaiming();
+    s.add('a', 5);
+    r.wake();
+    let idle = false;
+    void r.whenIdle().then(() => (idle = true));
+    open();
+    await waitFor('idle', () => idle, 5000, 1);
+    expect(r.inFlight).to.equal(0);
+    for (let i = 0; i < 10; i++) await turn();
+    expect(r.inFlight, 'nothing claimed after stopClaiming').to.equal(0);
+  });
+});
