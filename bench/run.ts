@@ -15,7 +15,6 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { LocalCluster } from '../src/embedded/cluster.js';
-import { addJobs } from '../src/jobs/enqueue.js';
 import { ConnectionSampler, fmt, markdownTable, max, median, percentile, sleep, type ConnectionPeak } from './measure.js';
 import type {
   ChildResult,
@@ -29,7 +28,7 @@ import type {
   WorkoffResult,
 } from './protocol.js';
 import { SYSTEMS, loadAdapter, loadVariants } from './systems/index.js';
-import { MONITOR_APP, PRODUCER_APP, TASK, type SystemAdapter, type SystemName, type VariantId, type VariantInfo } from './systems/types.js';
+import { MONITOR_APP, PRODUCER_APP, type SystemAdapter, type SystemName, type VariantId, type VariantInfo } from './systems/types.js';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(benchDir, '..');
@@ -428,6 +427,7 @@ async function runLong(env: Env): Promise<LongResult> {
   await resetSystem(env, 'sluice');
   const pool = new pg.Pool({ connectionString: url, max: 1, application_name: PRODUCER_APP });
   pool.on('error', () => undefined);
+  const producer = await env.adapters.get('sluice')!.producer(url);
   let enqueued = 0;
   let producing: Promise<void> | undefined;
   let stopProducing = false;
@@ -439,7 +439,7 @@ async function runLong(env: Env): Promise<LongResult> {
       let queued = Number(r.rows[0]!.n);
       while (queued < lowWater && enqueued < opts.longJobs) {
         const n = Math.min(chunk, opts.longJobs - enqueued);
-        await addJobs(pool, Array.from({ length: n }, () => ({ task: TASK })), 'sluice');
+        await producer.addMany(n, n);
         enqueued += n;
         queued += n;
       }
@@ -451,7 +451,7 @@ async function runLong(env: Env): Promise<LongResult> {
       `poolSize 4), enqueued ${fmt(chunk)} at a time whenever fewer than ${fmt(lowWater)} are queued`,
   );
   // a backlog before the worker starts, so it does not begin idle
-  await addJobs(pool, Array.from({ length: Math.min(lowWater, opts.longJobs) }, () => ({ task: TASK })), 'sluice');
+  await producer.addMany(Math.min(lowWater, opts.longJobs), chunk);
   enqueued = Math.min(lowWater, opts.longJobs);
   try {
     const r = await runChild<LongResult>(
@@ -481,6 +481,7 @@ async function runLong(env: Env): Promise<LongResult> {
   } finally {
     stopProducing = true;
     await producing?.catch(() => undefined);
+    await producer.close();
     await pool.end();
   }
 }
