@@ -4,6 +4,7 @@
 //
 //   npm run bench                       default run (~6 min on 2 cores)
 //   npm run bench -- --quick            smoke run (fewer jobs, one round)
+//   npm run bench -- --durable          the same on a server with fsync, synchronous_commit on
 //   npm run bench -- --only graphile,pgboss
 //   npm run bench -- --finished-rows 1000000
 //   npm run bench -- --long             1,000,000 jobs through one sluice worker
@@ -34,13 +35,28 @@ const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(benchDir, '..');
 const childScript = path.join(benchDir, 'child.ts');
 
-const SERVER_SETTINGS = { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: 200 };
+type ServerSettings = Record<string, string | number>;
+
+/** The default server: no WAL flushes, so the figures are the job systems' own overhead. */
+const FAST_SETTINGS: ServerSettings = { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: 200 };
+/** --durable: every commit waits for its WAL flush, as in production; nothing else differs. */
+const DURABLE_SETTINGS: ServerSettings = { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', max_connections: 200 };
+
+function serverSettings(opts: Options): ServerSettings {
+  return opts.durable ? DURABLE_SETTINGS : FAST_SETTINGS;
+}
+
+const describeSettings = (settings: ServerSettings) =>
+  Object.entries(settings)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
 
 type Scenario = 'enqueue' | 'workoff' | 'latency';
 const SCENARIOS: Scenario[] = ['enqueue', 'workoff', 'latency'];
 
 interface Options {
   quick: boolean;
+  durable: boolean;
   warmup: boolean;
   long: boolean;
   rounds: number;
@@ -65,6 +81,8 @@ const HELP = `npm run bench -- [options]
 Starts a throwaway PostgreSQL and measures sluice, graphile-worker and pg-boss on it.
 
   --quick                 smoke run: 5,000 jobs, 1 round, 2 s of latency probes (~1-2 min)
+  --durable               server with fsync=on, synchronous_commit=on, full_page_writes=on
+                          (default: all three off); everything else the same
   --rounds N              interleaved rounds per measurement (default 3)
   --no-warmup             skip the unrecorded 2,000-job work-off per worker before round 1
   --jobs N                jobs per enqueue and work-off run (default 20000)
@@ -88,6 +106,7 @@ function parseOptions(argv: string[]): Options {
     args: argv,
     options: {
       quick: { type: 'boolean', default: false },
+      durable: { type: 'boolean', default: false },
       'no-warmup': { type: 'boolean', default: false },
       long: { type: 'boolean', default: false },
       rounds: { type: 'string' },
@@ -144,6 +163,7 @@ function parseOptions(argv: string[]): Options {
   if (long && !only.includes('sluice')) throw new Error('--long runs sluice: do not leave it out with --only');
   return {
     quick,
+    durable: values.durable ?? false,
     warmup: !(values['no-warmup'] ?? false),
     long,
     rounds: int('rounds', values.rounds, quick ? 1 : 3),
@@ -683,8 +703,9 @@ async function main(): Promise<void> {
   }
   tempDir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
   chmodSync(tempDir, 0o755);
-  log(`starting PostgreSQL (${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(', ')})`);
-  cluster = await LocalCluster.create({ dataDir: path.join(tempDir, 'data'), settings: SERVER_SETTINGS });
+  const settings = serverSettings(opts);
+  log(`starting PostgreSQL (${describeSettings(settings)})`);
+  cluster = await LocalCluster.create({ dataDir: path.join(tempDir, 'data'), settings });
   await cluster.start();
   const c = cluster;
   const monitor = await connect(c.url());
@@ -776,15 +797,14 @@ function report(state: RunState, incomplete?: string): void {
   reported = true;
   const { env, started, serverVersion, loadAtStart, long } = state;
   const { opts, variants, adapters } = env;
+  const settings = serverSettings(opts);
   const finishedAt = new Date();
   const summary = opts.long ? [] : summarize(env);
   const out: string[] = [];
   out.push('');
   if (incomplete) out.push(`INCOMPLETE RUN (${incomplete}): the figures below cover only the runs that finished.`);
   out.push(
-    `sluice benchmark, ${started.toISOString()}: PostgreSQL ${serverVersion} (${Object.entries(SERVER_SETTINGS)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(', ')}), ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}`,
+    `sluice benchmark, ${started.toISOString()}: PostgreSQL ${serverVersion} (${describeSettings(settings)}), ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}`,
   );
   if (long) {
     out.push(`long run: ${fmt(long.jobs)} jobs through one sluice worker in ${fmt(long.elapsedMs / 1000, 1)} s = ${fmt(long.jobsPerSec)} jobs/s, peak RSS ${fmt(long.rssPeakMB, 1)} MB`);
@@ -819,7 +839,7 @@ function report(state: RunState, incomplete?: string): void {
       loadAverageAtStart: loadAtStart,
       loadAverageAtEnd: os.loadavg(),
     },
-    server: { version: serverVersion, settings: SERVER_SETTINGS },
+    server: { version: serverVersion, settings },
     sluiceCommit: gitCommit(),
     systems: Object.fromEntries([...adapters].map(([s, a]) => [s, a.version()])),
     options: { ...opts, out: path.relative(repoRoot, opts.out) },
