@@ -8,32 +8,18 @@
 //   npm run bench -- --only graphile,pgboss
 //   npm run bench -- --finished-rows 1000000
 //   npm run bench -- --long             1,000,000 jobs through one sluice worker
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { LocalCluster } from '../src/embedded/cluster.js';
 import { ConnectionSampler, fmt, markdownTable, max, median, percentile, sleep, type ConnectionPeak } from './measure.js';
-import type {
-  ChildResult,
-  ChildTask,
-  EnqueueResult,
-  FromChild,
-  LatencyResult,
-  LongCheckpoint,
-  LongResult,
-  ToChild,
-  WorkoffResult,
-} from './protocol.js';
+import { benchDir, killChildren, log, repoRoot, rotate, runChild } from './orchestrator.js';
+import type { ChildResult, EnqueueResult, LatencyResult, LongResult, WorkoffResult } from './protocol.js';
 import { SYSTEMS, loadAdapter, loadVariants } from './systems/index.js';
 import { MONITOR_APP, PRODUCER_APP, type SystemAdapter, type SystemName, type VariantId, type VariantInfo } from './systems/types.js';
-
-const benchDir = path.dirname(fileURLToPath(import.meta.url));
-const repoRoot = path.resolve(benchDir, '..');
-const childScript = path.join(benchDir, 'child.ts');
 
 type ServerSettings = Record<string, string | number>;
 
@@ -187,13 +173,6 @@ function parseOptions(argv: string[]): Options {
 // ---------------------------------------------------------------------------------------------
 // progress and cleanup
 
-const t0 = Date.now();
-function log(msg: string): void {
-  const s = ((Date.now() - t0) / 1000).toFixed(0).padStart(4);
-  process.stderr.write(`[bench ${s}s] ${msg}\n`);
-}
-
-const children = new Set<ChildProcess>();
 let cluster: LocalCluster | undefined;
 let tempDir: string | undefined;
 const clients: pg.Client[] = [];
@@ -201,7 +180,7 @@ let cleanedUp: Promise<void> | undefined;
 
 function cleanup(): Promise<void> {
   cleanedUp ??= (async () => {
-    for (const child of children) child.kill('SIGKILL');
+    killChildren();
     for (const c of clients) await c.end().catch(() => undefined);
     if (cluster) {
       await cluster.destroy().catch((err: Error) => log(`could not remove the server: ${err.message}`));
@@ -219,63 +198,6 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     log(`${signal}: stopping and removing the server`);
     reportPartial(`interrupted by ${signal}`);
     void cleanup().finally(() => process.exit(130));
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
-// child processes
-
-interface ChildHooks {
-  onReady?: () => Promise<void> | void;
-  onCheckpoint?: (cp: LongCheckpoint) => void;
-}
-
-function runChild<R extends ChildResult>(task: ChildTask, hooks: ChildHooks = {}): Promise<R> {
-  return new Promise<R>((resolve, reject) => {
-    const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', childScript], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-      env: { ...process.env, NODE_ENV: 'production' },
-    });
-    children.add(child);
-    child.stdout?.pipe(process.stderr);
-    let result: R | undefined;
-    let failure: string | undefined;
-    // the children detect stalls themselves; this is the last resort (not for the long run)
-    const hardLimit =
-      task.mode === 'long'
-        ? undefined
-        : setTimeout(() => {
-            failure = 'the child process ran for over 30 minutes';
-            child.kill('SIGKILL');
-          }, 30 * 60_000);
-    child.on('message', (msg: FromChild) => {
-      if (msg.type === 'ready') {
-        Promise.resolve(hooks.onReady?.()).then(
-          () => child.send({ type: 'go' } satisfies ToChild),
-          (err: Error) => {
-            failure = err.message;
-            child.kill('SIGKILL');
-          },
-        );
-      } else if (msg.type === 'checkpoint') {
-        hooks.onCheckpoint?.(msg.checkpoint);
-      } else if (msg.type === 'result') {
-        result = msg.result as R;
-      } else if (msg.type === 'error') {
-        failure = msg.message;
-      }
-    });
-    child.on('error', (err) => {
-      failure ??= err.message;
-    });
-    child.on('exit', (code, signal) => {
-      clearTimeout(hardLimit);
-      children.delete(child);
-      if (result && !failure) resolve(result);
-      else reject(new Error(failure ?? `the ${task.system} child process exited (${signal ?? `code ${code}`}) without a result`));
-    });
-    child.send({ type: 'run', task } satisfies ToChild);
   });
 }
 
@@ -305,12 +227,6 @@ interface Env {
   url(system: SystemName): string;
   records: RunRecord[];
   finished?: { url: string; admin: pg.Client };
-}
-
-function rotate<T>(items: T[], by: number): T[] {
-  if (items.length === 0) return items;
-  const k = by % items.length;
-  return [...items.slice(k), ...items.slice(0, k)];
 }
 
 /** Empties the system's job tables and leaves every database in the same state: vacuumed, analysed, checkpointed. */
