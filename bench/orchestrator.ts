@@ -1,9 +1,11 @@
-// What bench/run.ts and its scenario modules share: progress lines, and the child processes that
-// do the measuring (bench/child.ts).
+// What bench/run.ts and its scenario modules (bench/notify.ts) share: progress
+// lines, and the child processes that do the measuring (bench/child.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
 import type { ChildResult, ChildTask, FromChild, LongCheckpoint, ToChild } from './protocol.js';
+import type { SystemAdapter, SystemName } from './systems/types.js';
 
 export const benchDir = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(benchDir, '..');
@@ -13,6 +15,20 @@ const t0 = Date.now();
 export function log(msg: string): void {
   const s = ((Date.now() - t0) / 1000).toFixed(0).padStart(4);
   process.stderr.write(`[bench ${s}s] ${msg}\n`);
+}
+
+/** What a scenario module needs from the run: the installed systems and the run's connections. */
+export interface ScenarioEnv {
+  adapter(system: SystemName): SystemAdapter;
+  url(system: SystemName): string;
+  /** The orchestrator's connection to the system's database. */
+  admin(system: SystemName): pg.Client;
+  /** Empties the system's job tables, then vacuums, analyses and checkpoints its database. */
+  reset(system: SystemName): Promise<void>;
+  /** A new connection that the run closes at its end, also after an error or Ctrl-C. */
+  connect(url: string, applicationName: string): Promise<pg.Client>;
+  /** A child fails when nothing moves for this long. */
+  stallMs: number;
 }
 
 export function rotate<T>(items: T[], by: number): T[] {
@@ -32,6 +48,8 @@ export interface ChildHooks {
   /** Before the child is told to go (it has loaded and connected). */
   onReady?: () => Promise<void> | void;
   onCheckpoint?: (cp: LongCheckpoint) => void;
+  /** A load run asks to enter phase `index` (phases.length: the end); it waits for this to resolve. */
+  onPhase?: (index: number) => Promise<void> | void;
 }
 
 /** The last resort when a child's own stall detection fails: none for the long run, whose length is open. */
@@ -40,6 +58,8 @@ function hardLimitMs(task: ChildTask): number | undefined {
   switch (task.mode) {
     case 'long':
       return undefined;
+    case 'load':
+      return base + task.phases.reduce((sum, p) => sum + p.seconds * 1000, 0);
     default:
       return base;
   }
@@ -68,6 +88,9 @@ export function runChild<R extends ChildResult>(task: ChildTask, hooks: ChildHoo
     child.on('message', (msg: FromChild) => {
       if (msg.type === 'ready') {
         Promise.resolve(hooks.onReady?.()).then(() => child.send({ type: 'go' } satisfies ToChild), fail);
+      } else if (msg.type === 'phase') {
+        const { index } = msg;
+        Promise.resolve(hooks.onPhase?.(index)).then(() => child.send({ type: 'phase-go', index } satisfies ToChild), fail);
       } else if (msg.type === 'checkpoint') {
         hooks.onCheckpoint?.(msg.checkpoint);
       } else if (msg.type === 'result') {

@@ -8,6 +8,7 @@
 //   npm run bench -- --only graphile,pgboss
 //   npm run bench -- --finished-rows 1000000
 //   npm run bench -- --long             1,000,000 jobs through one sluice worker
+//   npm run bench -- --notify           sluice's notifications: enqueue throughput, pickup (fsync on)
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -16,7 +17,8 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { LocalCluster } from '../src/embedded/cluster.js';
 import { ConnectionSampler, fmt, markdownTable, max, median, percentile, sleep, type ConnectionPeak } from './measure.js';
-import { benchDir, killChildren, log, repoRoot, rotate, runChild } from './orchestrator.js';
+import { noNotifyRuns, notifySummary, renderNotify, runNotify, type NotifyOptions, type NotifyRuns } from './notify.js';
+import { benchDir, killChildren, log, repoRoot, rotate, runChild, type ScenarioEnv } from './orchestrator.js';
 import type { ChildResult, EnqueueResult, LatencyResult, LongResult, WorkoffResult } from './protocol.js';
 import { SYSTEMS, loadAdapter, loadVariants } from './systems/index.js';
 import { MONITOR_APP, PRODUCER_APP, type SystemAdapter, type SystemName, type VariantId, type VariantInfo } from './systems/types.js';
@@ -28,9 +30,17 @@ const FAST_SETTINGS: ServerSettings = { fsync: 'off', synchronous_commit: 'off',
 /** --durable: every commit waits for its WAL flush, as in production; nothing else differs. */
 const DURABLE_SETTINGS: ServerSettings = { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', max_connections: 200 };
 
+/**
+ * --notify is about production behaviour (NOTIFY serialises commits, and that costs only with
+ * real WAL flushes), so it always gets the durable server.
+ */
 function serverSettings(opts: Options): ServerSettings {
+  if (opts.notify) return DURABLE_SETTINGS;
   return opts.durable ? DURABLE_SETTINGS : FAST_SETTINGS;
 }
+
+/** The default run: rounds of enqueue, work-off and latency (and --finished-rows). */
+const roundsMode = (opts: Options) => !opts.long && !opts.notify;
 
 const describeSettings = (settings: ServerSettings) =>
   Object.entries(settings)
@@ -58,6 +68,8 @@ interface Options {
   longJobs: number;
   longConcurrency: number;
   checkpointEvery: number;
+  /** --notify: its settings; undefined when not asked for. */
+  notify?: NotifyOptions;
   stallMs: number;
   out: string;
 }
@@ -83,6 +95,18 @@ Starts a throwaway PostgreSQL and measures sluice, graphile-worker and pg-boss o
                           throughput and memory every --checkpoint-every jobs
   --long-jobs N           default 1000000
   --checkpoint-every N    default 100000
+
+This runs only its own scenario, always on a server with fsync=on, synchronous_commit=on and
+full_page_writes=on; not with --long:
+  --notify                sluice only, --rounds rounds of: SELECT sluice.add_job('noop') throughput
+                          with sluice's triggers enabled and disabled; pickup by an idle worker
+                          while producers add single jobs; pickup after a commit 2 s after the
+                          insert (~8 min; --quick ~1 min)
+  --notify-seconds N      length of each throughput and pickup run (default 15; --quick 5)
+  --notify-clients A,B    connections of the throughput runs (default 1,8,32); the pickup run
+                          uses the largest number as its producers
+  --notify-rate N         combined jobs/s of the pickup run's producers (default 500)
+
   --out FILE              results file (default bench/results/latest.json)
   -h, --help
 `;
@@ -105,6 +129,10 @@ function parseOptions(argv: string[]): Options {
       'latency-seconds': { type: 'string' },
       'long-jobs': { type: 'string' },
       'checkpoint-every': { type: 'string' },
+      notify: { type: 'boolean', default: false },
+      'notify-seconds': { type: 'string' },
+      'notify-clients': { type: 'string' },
+      'notify-rate': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -144,15 +172,32 @@ function parseOptions(argv: string[]): Options {
         return t;
       })
     : [...SCENARIOS];
-  const concurrency = (values.concurrency ?? '10,50').split(',').map((s) => int('concurrency', s.trim(), 0, 1));
+  const ints = (name: string, v: string) => v.split(',').map((s) => int(name, s.trim(), 0, 1));
+  const concurrency = ints('concurrency', values.concurrency ?? '10,50');
   const long = values.long ?? false;
   if (long && !only.includes('sluice')) throw new Error('--long runs sluice: do not leave it out with --only');
+  const rounds = int('rounds', values.rounds, quick ? 1 : 3);
+  const latencyConcurrency = 10;
+  let notify: NotifyOptions | undefined;
+  if (values.notify) {
+    if (!only.includes('sluice')) throw new Error('--notify measures sluice: do not leave it out with --only');
+    notify = {
+      rounds,
+      seconds: int('notify-seconds', values['notify-seconds'], quick ? 5 : 15),
+      clients: ints('notify-clients', values['notify-clients'] ?? '1,8,32'),
+      rate: int('notify-rate', values['notify-rate'], 500),
+      concurrency: latencyConcurrency,
+      delayedCommits: quick ? 3 : 10,
+      holdMs: 2000,
+    };
+  }
+  if (long && notify) throw new Error('--long cannot be combined with --notify');
   return {
     quick,
     durable: values.durable ?? false,
     warmup: !(values['no-warmup'] ?? false),
     long,
-    rounds: int('rounds', values.rounds, quick ? 1 : 3),
+    rounds,
     jobs,
     chunk: Math.min(10_000, jobs),
     concurrency,
@@ -161,10 +206,11 @@ function parseOptions(argv: string[]): Options {
     finishedRows: int('finished-rows', values['finished-rows'], 0, 0),
     latencyRate: int('latency-rate', values['latency-rate'], 50),
     latencySeconds: int('latency-seconds', values['latency-seconds'], quick ? 2 : 4),
-    latencyConcurrency: 10,
+    latencyConcurrency,
     longJobs: int('long-jobs', values['long-jobs'], 1_000_000),
     longConcurrency: 50,
     checkpointEvery: int('checkpoint-every', values['checkpoint-every'], 100_000),
+    notify,
     stallMs: 60_000,
     out: path.resolve(values.out ?? path.join(benchDir, 'results', 'latest.json')),
   };
@@ -592,9 +638,9 @@ function gitCommit(): string | null {
   return head.stdout.trim() + (dirty.stdout.trim() ? '+dirty' : '');
 }
 
-async function connect(url: string): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: url, application_name: MONITOR_APP });
-  c.on('error', (err) => log(`admin connection error: ${err.message}`));
+async function connect(url: string, applicationName = MONITOR_APP): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: url, application_name: applicationName });
+  c.on('error', (err) => log(`${applicationName} connection error: ${err.message}`));
   await c.connect();
   clients.push(c);
   return c;
@@ -602,7 +648,7 @@ async function connect(url: string): Promise<pg.Client> {
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
-  const systems = opts.long ? (['sluice'] as SystemName[]) : opts.only;
+  const systems = systemsFor(opts);
   const adapters = new Map<SystemName, SystemAdapter>();
   const variants: VariantInfo[] = [];
   for (const s of systems) {
@@ -639,8 +685,26 @@ async function main(): Promise<void> {
   const state: RunState = { env, started: new Date(), serverVersion, loadAtStart };
   current = state;
 
+  const scenarioEnv: ScenarioEnv = {
+    adapter: (s) => adapters.get(s)!,
+    url: env.url,
+    admin: (s) => admin.get(s)!,
+    reset: (s) => resetSystem(env, s),
+    connect,
+    stallMs: opts.stallMs,
+  };
+
   if (opts.long) {
     state.long = await runLong(env);
+  } else if (opts.notify) {
+    const n = opts.notify;
+    log(
+      `notify: ${n.rounds} round(s) of: ${n.seconds} s of add_job throughput per run at ${n.clients.join(', ')} clients, ` +
+        `triggers enabled and disabled; ${n.seconds} s of pickup with ${Math.max(...n.clients)} producers at ${n.rate} jobs/s; ` +
+        `${n.delayedCommits} commits ${n.holdMs / 1000} s after their insert`,
+    );
+    state.notify = noNotifyRuns();
+    await runNotify(scenarioEnv, n, state.notify);
   } else {
     const finishedOn = opts.finishedRows > 0 && systems.includes('sluice');
     if (opts.finishedRows > 0 && !finishedOn) log('--finished-rows needs sluice: skipped');
@@ -701,6 +765,14 @@ interface RunState {
   serverVersion: string;
   loadAtStart: number[];
   long?: LongResult;
+  notify?: NotifyRuns;
+}
+
+/** The systems the run installs. */
+function systemsFor(opts: Options): SystemName[] {
+  if (opts.long) return ['sluice'];
+  if (roundsMode(opts)) return opts.only;
+  return opts.only.filter((s) => s === 'sluice');
 }
 
 /** The run in progress, so that a failed or interrupted run still reports what it measured. */
@@ -711,11 +783,11 @@ let reported = false;
 function report(state: RunState, incomplete?: string): void {
   if (reported) return;
   reported = true;
-  const { env, started, serverVersion, loadAtStart, long } = state;
+  const { env, started, serverVersion, loadAtStart, long, notify } = state;
   const { opts, variants, adapters } = env;
   const settings = serverSettings(opts);
   const finishedAt = new Date();
-  const summary = opts.long ? [] : summarize(env);
+  const summary = roundsMode(opts) ? summarize(env) : [];
   const out: string[] = [];
   out.push('');
   if (incomplete) out.push(`INCOMPLETE RUN (${incomplete}): the figures below cover only the runs that finished.`);
@@ -726,6 +798,8 @@ function report(state: RunState, incomplete?: string): void {
     out.push(`long run: ${fmt(long.jobs)} jobs through one sluice worker in ${fmt(long.elapsedMs / 1000, 1)} s = ${fmt(long.jobsPerSec)} jobs/s, peak RSS ${fmt(long.rssPeakMB, 1)} MB`);
     out.push('');
     out.push(renderLong(long));
+  } else if (!roundsMode(opts)) {
+    if (notify && opts.notify) out.push('', renderNotify(notify, opts.notify));
   } else if (summary.length) {
     out.push(
       `${opts.rounds} interleaved round(s), ${fmt(opts.jobs)} jobs per run; medians of the rounds (peak connections: the highest). ` +
@@ -768,6 +842,7 @@ function report(state: RunState, incomplete?: string): void {
     summary,
     finishedRows: env.finished ? (finishedSummary(env) ?? null) : null,
     long: long ?? null,
+    notify: notify && opts.notify ? { summary: notifySummary(notify, opts.notify), runs: notify } : null,
     latencyPooled: Object.fromEntries(
       variants.map((v) => {
         const xs = env.records
@@ -786,7 +861,9 @@ function report(state: RunState, incomplete?: string): void {
 /** After a failure or Ctrl-C: report whatever was measured. */
 function reportPartial(reason: string): void {
   if (!current || reported) return;
-  if (current.env.records.length === 0 && !current.long) return;
+  const { env, long, notify } = current;
+  const notifyRuns = notify ? notify.throughput.length + notify.pickup.length + notify.delayed.length : 0;
+  if (env.records.length === 0 && !long && !notifyRuns) return;
   try {
     report(current, reason);
   } catch (err) {
