@@ -1,4 +1,4 @@
-// What bench/run.ts and its scenario modules (bench/notify.ts) share: progress
+// What bench/run.ts and its scenario modules (bench/notify.ts, bench/pressure.ts) share: progress
 // lines, and the child processes that do the measuring (bench/child.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';

@@ -9,6 +9,7 @@
 //   npm run bench -- --finished-rows 1000000
 //   npm run bench -- --long             1,000,000 jobs through one sluice worker
 //   npm run bench -- --notify           sluice's notifications: enqueue throughput, pickup (fsync on)
+//   npm run bench -- --pressure         steady load while xmin is held back (fsync on)
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -19,6 +20,16 @@ import { LocalCluster } from '../src/embedded/cluster.js';
 import { ConnectionSampler, fmt, markdownTable, max, median, percentile, sleep, type ConnectionPeak } from './measure.js';
 import { noNotifyRuns, notifySummary, renderNotify, runNotify, type NotifyOptions, type NotifyRuns } from './notify.js';
 import { benchDir, killChildren, log, repoRoot, rotate, runChild, type ScenarioEnv } from './orchestrator.js';
+import {
+  PRESSURE_KINDS,
+  phaseRows,
+  pressureTargets,
+  renderPressure,
+  runPressure,
+  type PressureKind,
+  type PressureOptions,
+  type PressureRun,
+} from './pressure.js';
 import type { ChildResult, EnqueueResult, LatencyResult, LongResult, WorkoffResult } from './protocol.js';
 import { SYSTEMS, loadAdapter, loadVariants } from './systems/index.js';
 import { MONITOR_APP, PRODUCER_APP, type SystemAdapter, type SystemName, type VariantId, type VariantInfo } from './systems/types.js';
@@ -31,21 +42,26 @@ const FAST_SETTINGS: ServerSettings = { fsync: 'off', synchronous_commit: 'off',
 const DURABLE_SETTINGS: ServerSettings = { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', max_connections: 200 };
 
 /**
- * --notify is about production behaviour (NOTIFY serialises commits, and that costs only with
- * real WAL flushes), so it always gets the durable server.
+ * --notify and --pressure are about production behaviour (NOTIFY serialises commits, and that
+ * costs only with real WAL flushes), so they always get the durable server; the pressure
+ * scenario's idle-in-transaction session must not be cut off (0 is also PostgreSQL's default).
  */
 function serverSettings(opts: Options): ServerSettings {
+  if (opts.pressure) return { ...DURABLE_SETTINGS, idle_in_transaction_session_timeout: 0 };
   if (opts.notify) return DURABLE_SETTINGS;
   return opts.durable ? DURABLE_SETTINGS : FAST_SETTINGS;
 }
 
 /** The default run: rounds of enqueue, work-off and latency (and --finished-rows). */
-const roundsMode = (opts: Options) => !opts.long && !opts.notify;
+const roundsMode = (opts: Options) => !opts.long && !opts.notify && !opts.pressure;
 
 const describeSettings = (settings: ServerSettings) =>
   Object.entries(settings)
     .map(([k, v]) => `${k}=${v}`)
     .join(', ');
+
+/** pg-boss keeps its jobs in a table partitioned by queue, which pg_stat_user_tables does not sum up. */
+const PRESSURE_SYSTEMS: SystemName[] = ['sluice', 'graphile'];
 
 type Scenario = 'enqueue' | 'workoff' | 'latency';
 const SCENARIOS: Scenario[] = ['enqueue', 'workoff', 'latency'];
@@ -70,6 +86,8 @@ interface Options {
   checkpointEvery: number;
   /** --notify: its settings; undefined when not asked for. */
   notify?: NotifyOptions;
+  /** --pressure: its settings; undefined when not asked for. */
+  pressure?: PressureOptions;
   stallMs: number;
   out: string;
 }
@@ -96,8 +114,8 @@ Starts a throwaway PostgreSQL and measures sluice, graphile-worker and pg-boss o
   --long-jobs N           default 1000000
   --checkpoint-every N    default 100000
 
-This runs only its own scenario, always on a server with fsync=on, synchronous_commit=on and
-full_page_writes=on; not with --long:
+These two run only their own scenario, always on a server with fsync=on, synchronous_commit=on
+and full_page_writes=on; they can be combined with each other, not with --long:
   --notify                sluice only, --rounds rounds of: SELECT sluice.add_job('noop') throughput
                           with sluice's triggers enabled and disabled; pickup by an idle worker
                           while producers add single jobs; pickup after a commit 2 s after the
@@ -106,6 +124,16 @@ full_page_writes=on; not with --long:
   --notify-clients A,B    connections of the throughput runs (default 1,8,32); the pickup run
                           uses the largest number as its producers
   --notify-rate N         combined jobs/s of the pickup run's producers (default 500)
+  --pressure              sluice and graphile-worker (default and batched): a steady load of
+                          single jobs through baseline, pressure and recovery phases, with the
+                          jobs table's dead tuples and size sampled (~4 min per system and variant)
+  --pressure-variant V    held-xmin (a session idle in transaction), readers (REPEATABLE READ
+                          sessions scanning the jobs table) or both (default both)
+  --pressure-rate N       offered jobs/s (default 1000)
+  --pressure-phases A,B,C seconds of baseline, pressure, recovery (default 60,120,60;
+                          --quick 10,20,10)
+  --pressure-producers N  producer connections, each adding one job per transaction (default 4)
+  --pressure-concurrency N  worker concurrency (default 10)
 
   --out FILE              results file (default bench/results/latest.json)
   -h, --help
@@ -133,6 +161,12 @@ function parseOptions(argv: string[]): Options {
       'notify-seconds': { type: 'string' },
       'notify-clients': { type: 'string' },
       'notify-rate': { type: 'string' },
+      pressure: { type: 'boolean', default: false },
+      'pressure-variant': { type: 'string' },
+      'pressure-rate': { type: 'string' },
+      'pressure-phases': { type: 'string' },
+      'pressure-producers': { type: 'string' },
+      'pressure-concurrency': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -191,7 +225,24 @@ function parseOptions(argv: string[]): Options {
       holdMs: 2000,
     };
   }
-  if (long && notify) throw new Error('--long cannot be combined with --notify');
+  let pressure: PressureOptions | undefined;
+  if (values.pressure) {
+    if (!only.some((s) => PRESSURE_SYSTEMS.includes(s))) throw new Error('--pressure measures sluice and graphile-worker: keep one of them in --only');
+    const variant = values['pressure-variant'] ?? 'both';
+    if (variant !== 'both' && !PRESSURE_KINDS.includes(variant as PressureKind)) {
+      throw new Error(`--pressure-variant: unknown ${JSON.stringify(variant)} (${PRESSURE_KINDS.join(', ')}, both)`);
+    }
+    const phases = ints('pressure-phases', values['pressure-phases'] ?? (quick ? '10,20,10' : '60,120,60'));
+    if (phases.length !== 3) throw new Error('--pressure-phases takes three lengths in seconds: baseline,pressure,recovery');
+    pressure = {
+      kinds: variant === 'both' ? [...PRESSURE_KINDS] : [variant as PressureKind],
+      rate: int('pressure-rate', values['pressure-rate'], 1000),
+      producers: int('pressure-producers', values['pressure-producers'], 4),
+      concurrency: int('pressure-concurrency', values['pressure-concurrency'], 10),
+      phases: phases as [number, number, number],
+    };
+  }
+  if (long && (notify || pressure)) throw new Error('--long cannot be combined with --notify or --pressure');
   return {
     quick,
     durable: values.durable ?? false,
@@ -211,6 +262,7 @@ function parseOptions(argv: string[]): Options {
     longConcurrency: 50,
     checkpointEvery: int('checkpoint-every', values['checkpoint-every'], 100_000),
     notify,
+    pressure,
     stallMs: 60_000,
     out: path.resolve(values.out ?? path.join(benchDir, 'results', 'latest.json')),
   };
@@ -696,15 +748,27 @@ async function main(): Promise<void> {
 
   if (opts.long) {
     state.long = await runLong(env);
-  } else if (opts.notify) {
-    const n = opts.notify;
-    log(
-      `notify: ${n.rounds} round(s) of: ${n.seconds} s of add_job throughput per run at ${n.clients.join(', ')} clients, ` +
-        `triggers enabled and disabled; ${n.seconds} s of pickup with ${Math.max(...n.clients)} producers at ${n.rate} jobs/s; ` +
-        `${n.delayedCommits} commits ${n.holdMs / 1000} s after their insert`,
-    );
-    state.notify = noNotifyRuns();
-    await runNotify(scenarioEnv, n, state.notify);
+  } else if (!roundsMode(opts)) {
+    if (opts.notify) {
+      const n = opts.notify;
+      log(
+        `notify: ${n.rounds} round(s) of: ${n.seconds} s of add_job throughput per run at ${n.clients.join(', ')} clients, ` +
+          `triggers enabled and disabled; ${n.seconds} s of pickup with ${Math.max(...n.clients)} producers at ${n.rate} jobs/s; ` +
+          `${n.delayedCommits} commits ${n.holdMs / 1000} s after their insert`,
+      );
+      state.notify = noNotifyRuns();
+      await runNotify(scenarioEnv, n, state.notify);
+    }
+    if (opts.pressure) {
+      const p = opts.pressure;
+      const measured = variants.filter((v) => PRESSURE_SYSTEMS.includes(v.system));
+      log(
+        `pressure: ${p.kinds.join(', ')}; ${p.rate} jobs/s from ${p.producers} producers; phases ${p.phases.join(', ')} s; ` +
+          `${measured.map((v) => `${v.label} (${v.describe(p.concurrency)})`).join('; ')}`,
+      );
+      state.pressure = [];
+      await runPressure(scenarioEnv, measured, p, state.pressure);
+    }
   } else {
     const finishedOn = opts.finishedRows > 0 && systems.includes('sluice');
     if (opts.finishedRows > 0 && !finishedOn) log('--finished-rows needs sluice: skipped');
@@ -766,13 +830,14 @@ interface RunState {
   loadAtStart: number[];
   long?: LongResult;
   notify?: NotifyRuns;
+  pressure?: PressureRun[];
 }
 
 /** The systems the run installs. */
 function systemsFor(opts: Options): SystemName[] {
   if (opts.long) return ['sluice'];
   if (roundsMode(opts)) return opts.only;
-  return opts.only.filter((s) => s === 'sluice');
+  return opts.only.filter((s) => (opts.notify && s === 'sluice') || (opts.pressure && PRESSURE_SYSTEMS.includes(s)));
 }
 
 /** The run in progress, so that a failed or interrupted run still reports what it measured. */
@@ -783,7 +848,7 @@ let reported = false;
 function report(state: RunState, incomplete?: string): void {
   if (reported) return;
   reported = true;
-  const { env, started, serverVersion, loadAtStart, long, notify } = state;
+  const { env, started, serverVersion, loadAtStart, long, notify, pressure } = state;
   const { opts, variants, adapters } = env;
   const settings = serverSettings(opts);
   const finishedAt = new Date();
@@ -800,6 +865,7 @@ function report(state: RunState, incomplete?: string): void {
     out.push(renderLong(long));
   } else if (!roundsMode(opts)) {
     if (notify && opts.notify) out.push('', renderNotify(notify, opts.notify));
+    if (pressure && opts.pressure) out.push(renderPressure(pressure, opts.pressure, describeSettings(settings)));
   } else if (summary.length) {
     out.push(
       `${opts.rounds} interleaved round(s), ${fmt(opts.jobs)} jobs per run; medians of the rounds (peak connections: the highest). ` +
@@ -843,6 +909,7 @@ function report(state: RunState, incomplete?: string): void {
     finishedRows: env.finished ? (finishedSummary(env) ?? null) : null,
     long: long ?? null,
     notify: notify && opts.notify ? { summary: notifySummary(notify, opts.notify), runs: notify } : null,
+    pressure: pressure ? pressure.map((r) => ({ ...r, phaseRows: phaseRows(r), targets: pressureTargets(r) })) : null,
     latencyPooled: Object.fromEntries(
       variants.map((v) => {
         const xs = env.records
@@ -861,9 +928,9 @@ function report(state: RunState, incomplete?: string): void {
 /** After a failure or Ctrl-C: report whatever was measured. */
 function reportPartial(reason: string): void {
   if (!current || reported) return;
-  const { env, long, notify } = current;
+  const { env, long, notify, pressure } = current;
   const notifyRuns = notify ? notify.throughput.length + notify.pickup.length + notify.delayed.length : 0;
-  if (env.records.length === 0 && !long && !notifyRuns) return;
+  if (env.records.length === 0 && !long && !notifyRuns && !pressure?.length) return;
   try {
     report(current, reason);
   } catch (err) {

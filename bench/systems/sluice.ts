@@ -38,6 +38,7 @@ function producerPool(url: string): pg.Pool {
 export const adapter: SystemAdapter = {
   system: 'sluice',
   label: 'sluice',
+  jobsTable: `${SCHEMA}.jobs`,
 
   version() {
     return `sluice ${(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version}`;
