@@ -10,16 +10,20 @@ import {
   type SystemAdapter,
   type WorkerOptions,
 } from './systems/types.js';
+import { JobLog, ScheduledProducers, addInTransaction, producerClients, summarizeLoad } from './load.js';
 import { MB, RssSampler, machineBusyMs, now, percentile, processCpuMs, sleep } from './measure.js';
 import type {
   ChildResult,
   ChildTask,
+  DelayedResult,
   EnqueueResult,
   FromChild,
   LatencyResult,
+  LoadResult,
   LongCheckpoint,
   LongResult,
   ToChild,
+  TpsResult,
   WorkoffResult,
 } from './protocol.js';
 
@@ -29,6 +33,15 @@ function send(msg: FromChild): void {
 
 let goResolve: (() => void) | undefined;
 const go = new Promise<void>((r) => (goResolve = r));
+let phaseWaiter: { index: number; resolve: (at: number) => void } | undefined;
+
+/** Asks the orchestrator to set up phase `index` (e.g. begin holding back xmin); resolves with the moment it is in place. */
+function enterPhase(index: number): Promise<number> {
+  return new Promise((resolve) => {
+    phaseWaiter = { index, resolve };
+    send({ type: 'phase', index });
+  });
+}
 
 process.on('disconnect', () => process.exit(1));
 process.on('message', (msg: ToChild) => {
@@ -48,10 +61,13 @@ process.on('message', (msg: ToChild) => {
     );
   } else if (msg.type === 'go') {
     goResolve?.();
+  } else if (msg.type === 'phase-go' && msg.index === phaseWaiter?.index) {
+    phaseWaiter.resolve(now());
   }
 });
 
 async function run(task: ChildTask): Promise<ChildResult> {
+  if (task.mode === 'tps') return tps(task);
   const adapter = await loadAdapter(task.system);
   if (task.mode !== 'enqueue') await adapter.preload();
   switch (task.mode) {
@@ -63,6 +79,10 @@ async function run(task: ChildTask): Promise<ChildResult> {
       return latency(adapter, task);
     case 'long':
       return long(adapter, task);
+    case 'load':
+      return load(adapter, task);
+    case 'delayed':
+      return delayed(adapter, task);
   }
 }
 
@@ -204,19 +224,7 @@ async function latency(adapter: SystemAdapter, task: Extract<ChildTask, { mode: 
   const tx = new pg.Client({ connectionString: task.url, application_name: PRODUCER_APP });
   tx.on('error', () => undefined);
   await tx.connect();
-  const enqueue = async (seq: number) => {
-    await tx.query('BEGIN');
-    try {
-      await producer.addOneIn(tx, { seq });
-    } catch (err) {
-      await tx.query('ROLLBACK');
-      throw err;
-    }
-    // pg writes the query to the socket synchronously: this is when COMMIT leaves the process
-    const at = now();
-    await tx.query('COMMIT');
-    return at;
-  };
+  const enqueue = async (seq: number) => (await addInTransaction(tx, producer, seq)).commitSent;
   const worker = await startWorker(adapter, task.url, {
     variant: task.variant,
     concurrency: task.concurrency,
@@ -307,5 +315,177 @@ async function long(adapter: SystemAdapter, task: Extract<ChildTask, { mode: 'lo
   } finally {
     await worker.stop().catch(() => undefined);
     await db.end().catch(() => undefined);
+  }
+}
+
+/** Each connection runs the statement (its own transaction) back to back; the orchestrator set up the table. */
+async function tps(task: Extract<ChildTask, { mode: 'tps' }>): Promise<TpsResult> {
+  const clients = await producerClients(task.url, task.clients);
+  const listener = await monitorClient(task.url);
+  let notifications = 0;
+  listener.on('notification', () => notifications++);
+  try {
+    await listener.query(`LISTEN ${listener.escapeIdentifier(task.listenChannel)}`);
+    // one transaction each first: connecting and planning are not in the timing
+    await Promise.all(clients.map((c) => c.query(task.sql)));
+    send({ type: 'ready' });
+    await go;
+    notifications = 0;
+    const latencies: number[] = [];
+    const t0 = now();
+    const end = t0 + task.seconds * 1000;
+    await Promise.all(
+      clients.map(async (c) => {
+        while (now() < end) {
+          const s = now();
+          await c.query(task.sql);
+          latencies.push(now() - s);
+        }
+      }),
+    );
+    const ms = now() - t0;
+    await sleep(200); // the notifications of the last transactions are on their way
+    return {
+      clients: task.clients,
+      transactions: latencies.length,
+      ms,
+      tps: (latencies.length / ms) * 1000,
+      latencyP50Ms: percentile(latencies, 50),
+      latencyP99Ms: percentile(latencies, 99),
+      notifications,
+    };
+  } finally {
+    await Promise.all([...clients, listener].map((c) => c.end().catch(() => undefined)));
+  }
+}
+
+/** The drain after a load run gives up when no job starts for DRAIN_IDLE_MS, or after DRAIN_MAX_MS; what is left is reported. */
+const DRAIN_IDLE_MS = 10_000;
+const DRAIN_MAX_MS = 60_000;
+const STOP_TIMEOUT_MS = 15_000;
+
+/** A worker that does not stop must not keep the child from reporting (its error, say). */
+async function stopWorker(worker: RunningWorker): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      process.stderr.write(`the worker did not stop within ${STOP_TIMEOUT_MS / 1000} s; leaving it\n`);
+      resolve();
+    }, STOP_TIMEOUT_MS);
+  });
+  try {
+    await Promise.race([worker.stop(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A worker and producers in this one process, so that a job's commit and its handler's start are
+ * read from the same clock. The producers run on a schedule through all phases; before each phase
+ * the orchestrator sets up what the phase needs (and records its own samples by phase).
+ */
+async function load(adapter: SystemAdapter, task: Extract<ChildTask, { mode: 'load' }>): Promise<LoadResult> {
+  const jobs = new JobLog();
+  let started = 0;
+  let lastStartAt = 0;
+  const worker = await startWorker(adapter, task.url, {
+    variant: task.variant,
+    concurrency: task.concurrency,
+    onJob: (payload: BenchPayload) => {
+      const seq = payload.seq;
+      if (typeof seq === 'number' && seq >= 0 && Number.isNaN(jobs.started.get(seq))) {
+        lastStartAt = now();
+        jobs.started.set(seq, lastStartAt);
+        started++;
+      }
+    },
+  });
+  const producer = await adapter.producer(task.url);
+  const txs = await producerClients(task.url, task.producers);
+  let producers: ScheduledProducers | undefined;
+  try {
+    // the worker settles into idle; each producer connection adds one unmeasured job (seq -1)
+    await sleep(1000);
+    await Promise.all(txs.map((tx) => addInTransaction(tx, producer, -1)));
+    await sleep(200);
+    const bounds = [await enterPhase(0)];
+    lastStartAt = bounds[0]!;
+    producers = new ScheduledProducers(txs, producer, task.rate, bounds[0]!, jobs);
+    for (let i = 0; i < task.phases.length; i++) {
+      const until = bounds[i]! + task.phases[i]!.seconds * 1000;
+      while (now() < until) {
+        checkLoad(producers, started, lastStartAt, task.stallMs);
+        await sleep(Math.min(100, Math.max(1, until - now())));
+      }
+      bounds.push(await enterPhase(i + 1));
+    }
+    await producers.stop();
+    if (producers.error) throw producers.error;
+    // the jobs committed last still deserve their pickup time
+    const drainUntil = now() + DRAIN_MAX_MS;
+    while (started < producers.committed && now() - lastStartAt < DRAIN_IDLE_MS && now() < drainUntil) await sleep(10);
+    const settings = { producers: task.producers, rate: task.rate, concurrency: task.concurrency };
+    return summarizeLoad(jobs, bounds, task.phases, settings, producers.committed - started);
+  } finally {
+    await producers?.stop();
+    await Promise.all(txs.map((tx) => tx.end().catch(() => undefined)));
+    await producer.close().catch(() => undefined);
+    await stopWorker(worker);
+  }
+}
+
+/** Fails the run when a producer failed, when nothing commits, or when jobs wait and none starts. */
+function checkLoad(producers: ScheduledProducers, started: number, lastStartAt: number, stallMs: number): void {
+  if (producers.error) throw producers.error;
+  const secs = Math.round(stallMs / 1000);
+  if (now() - producers.lastCommitAt > stallMs) throw new Error(`stalled: no job committed for ${secs} s`);
+  const waiting = producers.committed - started;
+  if (waiting > 0 && now() - lastStartAt > stallMs) {
+    throw new Error(`stalled: ${waiting} committed jobs wait and none started for ${secs} s`);
+  }
+}
+
+/** One job per transaction, committed `holdMs` after the insert, one after the other, into an idle worker. */
+async function delayed(adapter: SystemAdapter, task: Extract<ChildTask, { mode: 'delayed' }>): Promise<DelayedResult> {
+  const started = new Array<number>(task.commits).fill(NaN);
+  const worker = await startWorker(adapter, task.url, {
+    variant: task.variant,
+    concurrency: task.concurrency,
+    onJob: (payload: BenchPayload) => {
+      const seq = payload.seq;
+      if (typeof seq === 'number' && seq >= 0 && seq < task.commits && Number.isNaN(started[seq]!)) started[seq] = now();
+    },
+  });
+  const producer = await adapter.producer(task.url);
+  const [tx] = await producerClients(task.url, 1);
+  try {
+    await sleep(1000);
+    await addInTransaction(tx!, producer, -1);
+    const afterSent: number[] = [];
+    const afterReturned: number[] = [];
+    let missed = 0;
+    for (let i = 0; i < task.commits; i++) {
+      await sleep(200);
+      await tx!.query('BEGIN');
+      await producer.addOneIn(tx!, { seq: i });
+      await sleep(task.holdMs);
+      const sent = now();
+      await tx!.query('COMMIT');
+      const returned = now();
+      const deadline = returned + 10_000;
+      while (Number.isNaN(started[i]!) && now() < deadline) await sleep(1);
+      if (Number.isNaN(started[i]!)) {
+        missed++;
+        continue;
+      }
+      afterSent.push(started[i]! - sent);
+      afterReturned.push(started[i]! - returned);
+    }
+    return { commits: task.commits, holdMs: task.holdMs, afterCommitSentMs: afterSent, afterCommitReturnedMs: afterReturned, missed };
+  } finally {
+    await tx!.end().catch(() => undefined);
+    await producer.close().catch(() => undefined);
+    await stopWorker(worker);
   }
 }

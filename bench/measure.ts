@@ -1,6 +1,7 @@
 // Sampling and statistics shared by the orchestrator and the child processes.
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
+import type { LoadPhaseResult, Spread } from './protocol.js';
 import { MONITOR_APP, PRODUCER_APP } from './systems/types.js';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -28,6 +29,11 @@ export function percentile(values: number[], p: number): number | null {
 
 export function max(values: number[]): number | null {
   return values.length ? Math.max(...values) : null;
+}
+
+/** Count, p50, p99 and max of some durations. */
+export function spread(values: number[]): Spread {
+  return { n: values.length, p50: percentile(values, 50), p99: percentile(values, 99), max: percentile(values, 100) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -152,11 +158,41 @@ export function fmt(value: number | null | undefined, digits = 0): string {
   return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
-/** Renders rows as a Markdown table, numbers right-aligned. */
-export function markdownTable(header: string[], rows: string[][]): string {
+/** A target of the performance issue, reported (not enforced); `met` is null when it was not measured. */
+export interface Target {
+  value: number | null;
+  met: boolean | null;
+}
+
+export function check(value: number | null | undefined, ok: (x: number) => boolean): Target {
+  if (value === null || value === undefined || Number.isNaN(value)) return { value: null, met: null };
+  return { value, met: ok(value) };
+}
+
+/**
+ * The phases in which the producers could not keep to their schedule (fewer than 95 % of the
+ * offered jobs committed): there the load was as fast as the commits allowed, not the offered one.
+ */
+export function behindSchedule(phases: LoadPhaseResult[]): string | undefined {
+  const behind = phases.filter((p) => p.committedPerSec < 0.95 * p.offeredPerSec);
+  if (!behind.length) return undefined;
+  return (
+    'the producers fell behind their schedule in ' +
+    behind.map((p) => `${p.name} (${fmt(p.committedPerSec)} of ${fmt(p.offeredPerSec)} jobs/s committed, sends up to ${fmt(p.sendLagMs.max)} ms late)`).join(', ')
+  );
+}
+
+export function renderTargets(targets: Record<string, Target>): string {
+  return Object.entries(targets)
+    .map(([what, t]) => `${what}: ${t.met === null ? 'not measured' : `${t.met ? 'met' : 'NOT met'} (${fmt(t.value, 2)})`}`)
+    .join('; ');
+}
+
+/** Renders rows as a Markdown table: the first `textColumns` columns left-aligned, the numbers after them right-aligned. */
+export function markdownTable(header: string[], rows: string[][], textColumns = 1): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) =>
-    `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
-  const sep = `|${widths.map((w, i) => (i === 0 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
+    `| ${cells.map((c, i) => (i < textColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  const sep = `|${widths.map((w, i) => (i < textColumns ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
   return [line(header), sep, ...rows.map(line)].join('\n');
 }

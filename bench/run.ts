@@ -4,44 +4,71 @@
 //
 //   npm run bench                       default run (~6 min on 2 cores)
 //   npm run bench -- --quick            smoke run (fewer jobs, one round)
+//   npm run bench -- --durable          the same on a server with fsync, synchronous_commit on
 //   npm run bench -- --only graphile,pgboss
 //   npm run bench -- --finished-rows 1000000
 //   npm run bench -- --long             1,000,000 jobs through one sluice worker
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+//   npm run bench -- --notify           sluice's notifications: enqueue throughput, pickup (fsync on)
+//   npm run bench -- --pressure         steady load while xmin is held back (fsync on)
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { LocalCluster } from '../src/embedded/cluster.js';
-import { addJobs } from '../src/enqueue.js';
 import { ConnectionSampler, fmt, markdownTable, max, median, percentile, sleep, type ConnectionPeak } from './measure.js';
-import type {
-  ChildResult,
-  ChildTask,
-  EnqueueResult,
-  FromChild,
-  LatencyResult,
-  LongCheckpoint,
-  LongResult,
-  ToChild,
-  WorkoffResult,
-} from './protocol.js';
+import { noNotifyRuns, notifySummary, renderNotify, runNotify, type NotifyOptions, type NotifyRuns } from './notify.js';
+import { benchDir, killChildren, log, repoRoot, rotate, runChild, type ScenarioEnv } from './orchestrator.js';
+import {
+  PRESSURE_KINDS,
+  phaseRows,
+  pressureTargets,
+  renderPressure,
+  runPressure,
+  type PressureKind,
+  type PressureOptions,
+  type PressureRun,
+} from './pressure.js';
+import type { ChildResult, EnqueueResult, LatencyResult, LongResult, WorkoffResult } from './protocol.js';
 import { SYSTEMS, loadAdapter, loadVariants } from './systems/index.js';
-import { MONITOR_APP, PRODUCER_APP, TASK, type SystemAdapter, type SystemName, type VariantId, type VariantInfo } from './systems/types.js';
+import { MONITOR_APP, PRODUCER_APP, type SystemAdapter, type SystemName, type VariantId, type VariantInfo } from './systems/types.js';
 
-const benchDir = path.dirname(fileURLToPath(import.meta.url));
-const repoRoot = path.resolve(benchDir, '..');
-const childScript = path.join(benchDir, 'child.ts');
+type ServerSettings = Record<string, string | number>;
 
-const SERVER_SETTINGS = { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: 200 };
+/** The default server: no WAL flushes, so the figures are the job systems' own overhead. */
+const FAST_SETTINGS: ServerSettings = { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: 200 };
+/** --durable: every commit waits for its WAL flush, as in production; nothing else differs. */
+const DURABLE_SETTINGS: ServerSettings = { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', max_connections: 200 };
+
+/**
+ * --notify and --pressure are about production behaviour (NOTIFY serialises commits, and that
+ * costs only with real WAL flushes), so they always get the durable server; the pressure
+ * scenario's idle-in-transaction session must not be cut off (0 is also PostgreSQL's default).
+ */
+function serverSettings(opts: Options): ServerSettings {
+  if (opts.pressure) return { ...DURABLE_SETTINGS, idle_in_transaction_session_timeout: 0 };
+  if (opts.notify) return DURABLE_SETTINGS;
+  return opts.durable ? DURABLE_SETTINGS : FAST_SETTINGS;
+}
+
+/** The default run: rounds of enqueue, work-off and latency (and --finished-rows). */
+const roundsMode = (opts: Options) => !opts.long && !opts.notify && !opts.pressure;
+
+const describeSettings = (settings: ServerSettings) =>
+  Object.entries(settings)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
+
+/** pg-boss keeps its jobs in a table partitioned by queue, which pg_stat_user_tables does not sum up. */
+const PRESSURE_SYSTEMS: SystemName[] = ['sluice', 'graphile'];
 
 type Scenario = 'enqueue' | 'workoff' | 'latency';
 const SCENARIOS: Scenario[] = ['enqueue', 'workoff', 'latency'];
 
 interface Options {
   quick: boolean;
+  durable: boolean;
   warmup: boolean;
   long: boolean;
   rounds: number;
@@ -57,6 +84,10 @@ interface Options {
   longJobs: number;
   longConcurrency: number;
   checkpointEvery: number;
+  /** --notify: its settings; undefined when not asked for. */
+  notify?: NotifyOptions;
+  /** --pressure: its settings; undefined when not asked for. */
+  pressure?: PressureOptions;
   stallMs: number;
   out: string;
 }
@@ -66,6 +97,8 @@ const HELP = `npm run bench -- [options]
 Starts a throwaway PostgreSQL and measures sluice, graphile-worker and pg-boss on it.
 
   --quick                 smoke run: 5,000 jobs, 1 round, 2 s of latency probes (~1-2 min)
+  --durable               server with fsync=on, synchronous_commit=on, full_page_writes=on
+                          (default: all three off); everything else the same
   --rounds N              interleaved rounds per measurement (default 3)
   --no-warmup             skip the unrecorded 2,000-job work-off per worker before round 1
   --jobs N                jobs per enqueue and work-off run (default 20000)
@@ -80,6 +113,28 @@ Starts a throwaway PostgreSQL and measures sluice, graphile-worker and pg-boss o
                           throughput and memory every --checkpoint-every jobs
   --long-jobs N           default 1000000
   --checkpoint-every N    default 100000
+
+These two run only their own scenario, always on a server with fsync=on, synchronous_commit=on
+and full_page_writes=on; they can be combined with each other, not with --long:
+  --notify                sluice only, --rounds rounds of: SELECT sluice.add_job('noop') throughput
+                          with sluice's triggers enabled and disabled; pickup by an idle worker
+                          while producers add single jobs; pickup after a commit 2 s after the
+                          insert (~8 min; --quick ~1 min)
+  --notify-seconds N      length of each throughput and pickup run (default 15; --quick 5)
+  --notify-clients A,B    connections of the throughput runs (default 1,8,32); the pickup run
+                          uses the largest number as its producers
+  --notify-rate N         combined jobs/s of the pickup run's producers (default 500)
+  --pressure              sluice and graphile-worker (default and batched): a steady load of
+                          single jobs through baseline, pressure and recovery phases, with the
+                          jobs table's dead tuples and size sampled (~4 min per system and variant)
+  --pressure-variant V    held-xmin (a session idle in transaction), readers (REPEATABLE READ
+                          sessions scanning the jobs table) or both (default both)
+  --pressure-rate N       offered jobs/s (default 1000)
+  --pressure-phases A,B,C seconds of baseline, pressure, recovery (default 60,120,60;
+                          --quick 10,20,10)
+  --pressure-producers N  producer connections, each adding one job per transaction (default 4)
+  --pressure-concurrency N  worker concurrency (default 10)
+
   --out FILE              results file (default bench/results/latest.json)
   -h, --help
 `;
@@ -89,6 +144,7 @@ function parseOptions(argv: string[]): Options {
     args: argv,
     options: {
       quick: { type: 'boolean', default: false },
+      durable: { type: 'boolean', default: false },
       'no-warmup': { type: 'boolean', default: false },
       long: { type: 'boolean', default: false },
       rounds: { type: 'string' },
@@ -101,6 +157,16 @@ function parseOptions(argv: string[]): Options {
       'latency-seconds': { type: 'string' },
       'long-jobs': { type: 'string' },
       'checkpoint-every': { type: 'string' },
+      notify: { type: 'boolean', default: false },
+      'notify-seconds': { type: 'string' },
+      'notify-clients': { type: 'string' },
+      'notify-rate': { type: 'string' },
+      pressure: { type: 'boolean', default: false },
+      'pressure-variant': { type: 'string' },
+      'pressure-rate': { type: 'string' },
+      'pressure-phases': { type: 'string' },
+      'pressure-producers': { type: 'string' },
+      'pressure-concurrency': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -140,14 +206,49 @@ function parseOptions(argv: string[]): Options {
         return t;
       })
     : [...SCENARIOS];
-  const concurrency = (values.concurrency ?? '10,50').split(',').map((s) => int('concurrency', s.trim(), 0, 1));
+  const ints = (name: string, v: string) => v.split(',').map((s) => int(name, s.trim(), 0, 1));
+  const concurrency = ints('concurrency', values.concurrency ?? '10,50');
   const long = values.long ?? false;
   if (long && !only.includes('sluice')) throw new Error('--long runs sluice: do not leave it out with --only');
+  const rounds = int('rounds', values.rounds, quick ? 1 : 3);
+  const latencyConcurrency = 10;
+  let notify: NotifyOptions | undefined;
+  if (values.notify) {
+    if (!only.includes('sluice')) throw new Error('--notify measures sluice: do not leave it out with --only');
+    notify = {
+      rounds,
+      seconds: int('notify-seconds', values['notify-seconds'], quick ? 5 : 15),
+      clients: ints('notify-clients', values['notify-clients'] ?? '1,8,32'),
+      rate: int('notify-rate', values['notify-rate'], 500),
+      concurrency: latencyConcurrency,
+      delayedCommits: quick ? 3 : 10,
+      holdMs: 2000,
+    };
+  }
+  let pressure: PressureOptions | undefined;
+  if (values.pressure) {
+    if (!only.some((s) => PRESSURE_SYSTEMS.includes(s))) throw new Error('--pressure measures sluice and graphile-worker: keep one of them in --only');
+    const variant = values['pressure-variant'] ?? 'both';
+    if (variant !== 'both' && !PRESSURE_KINDS.includes(variant as PressureKind)) {
+      throw new Error(`--pressure-variant: unknown ${JSON.stringify(variant)} (${PRESSURE_KINDS.join(', ')}, both)`);
+    }
+    const phases = ints('pressure-phases', values['pressure-phases'] ?? (quick ? '10,20,10' : '60,120,60'));
+    if (phases.length !== 3) throw new Error('--pressure-phases takes three lengths in seconds: baseline,pressure,recovery');
+    pressure = {
+      kinds: variant === 'both' ? [...PRESSURE_KINDS] : [variant as PressureKind],
+      rate: int('pressure-rate', values['pressure-rate'], 1000),
+      producers: int('pressure-producers', values['pressure-producers'], 4),
+      concurrency: int('pressure-concurrency', values['pressure-concurrency'], 10),
+      phases: phases as [number, number, number],
+    };
+  }
+  if (long && (notify || pressure)) throw new Error('--long cannot be combined with --notify or --pressure');
   return {
     quick,
+    durable: values.durable ?? false,
     warmup: !(values['no-warmup'] ?? false),
     long,
-    rounds: int('rounds', values.rounds, quick ? 1 : 3),
+    rounds,
     jobs,
     chunk: Math.min(10_000, jobs),
     concurrency,
@@ -156,10 +257,12 @@ function parseOptions(argv: string[]): Options {
     finishedRows: int('finished-rows', values['finished-rows'], 0, 0),
     latencyRate: int('latency-rate', values['latency-rate'], 50),
     latencySeconds: int('latency-seconds', values['latency-seconds'], quick ? 2 : 4),
-    latencyConcurrency: 10,
+    latencyConcurrency,
     longJobs: int('long-jobs', values['long-jobs'], 1_000_000),
     longConcurrency: 50,
     checkpointEvery: int('checkpoint-every', values['checkpoint-every'], 100_000),
+    notify,
+    pressure,
     stallMs: 60_000,
     out: path.resolve(values.out ?? path.join(benchDir, 'results', 'latest.json')),
   };
@@ -168,13 +271,6 @@ function parseOptions(argv: string[]): Options {
 // ---------------------------------------------------------------------------------------------
 // progress and cleanup
 
-const t0 = Date.now();
-function log(msg: string): void {
-  const s = ((Date.now() - t0) / 1000).toFixed(0).padStart(4);
-  process.stderr.write(`[bench ${s}s] ${msg}\n`);
-}
-
-const children = new Set<ChildProcess>();
 let cluster: LocalCluster | undefined;
 let tempDir: string | undefined;
 const clients: pg.Client[] = [];
@@ -182,7 +278,7 @@ let cleanedUp: Promise<void> | undefined;
 
 function cleanup(): Promise<void> {
   cleanedUp ??= (async () => {
-    for (const child of children) child.kill('SIGKILL');
+    killChildren();
     for (const c of clients) await c.end().catch(() => undefined);
     if (cluster) {
       await cluster.destroy().catch((err: Error) => log(`could not remove the server: ${err.message}`));
@@ -200,63 +296,6 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     log(`${signal}: stopping and removing the server`);
     reportPartial(`interrupted by ${signal}`);
     void cleanup().finally(() => process.exit(130));
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
-// child processes
-
-interface ChildHooks {
-  onReady?: () => Promise<void> | void;
-  onCheckpoint?: (cp: LongCheckpoint) => void;
-}
-
-function runChild<R extends ChildResult>(task: ChildTask, hooks: ChildHooks = {}): Promise<R> {
-  return new Promise<R>((resolve, reject) => {
-    const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', childScript], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-      env: { ...process.env, NODE_ENV: 'production' },
-    });
-    children.add(child);
-    child.stdout?.pipe(process.stderr);
-    let result: R | undefined;
-    let failure: string | undefined;
-    // the children detect stalls themselves; this is the last resort (not for the long run)
-    const hardLimit =
-      task.mode === 'long'
-        ? undefined
-        : setTimeout(() => {
-            failure = 'the child process ran for over 30 minutes';
-            child.kill('SIGKILL');
-          }, 30 * 60_000);
-    child.on('message', (msg: FromChild) => {
-      if (msg.type === 'ready') {
-        Promise.resolve(hooks.onReady?.()).then(
-          () => child.send({ type: 'go' } satisfies ToChild),
-          (err: Error) => {
-            failure = err.message;
-            child.kill('SIGKILL');
-          },
-        );
-      } else if (msg.type === 'checkpoint') {
-        hooks.onCheckpoint?.(msg.checkpoint);
-      } else if (msg.type === 'result') {
-        result = msg.result as R;
-      } else if (msg.type === 'error') {
-        failure = msg.message;
-      }
-    });
-    child.on('error', (err) => {
-      failure ??= err.message;
-    });
-    child.on('exit', (code, signal) => {
-      clearTimeout(hardLimit);
-      children.delete(child);
-      if (result && !failure) resolve(result);
-      else reject(new Error(failure ?? `the ${task.system} child process exited (${signal ?? `code ${code}`}) without a result`));
-    });
-    child.send({ type: 'run', task } satisfies ToChild);
   });
 }
 
@@ -286,12 +325,6 @@ interface Env {
   url(system: SystemName): string;
   records: RunRecord[];
   finished?: { url: string; admin: pg.Client };
-}
-
-function rotate<T>(items: T[], by: number): T[] {
-  if (items.length === 0) return items;
-  const k = by % items.length;
-  return [...items.slice(k), ...items.slice(0, k)];
 }
 
 /** Empties the system's job tables and leaves every database in the same state: vacuumed, analysed, checkpointed. */
@@ -428,6 +461,7 @@ async function runLong(env: Env): Promise<LongResult> {
   await resetSystem(env, 'sluice');
   const pool = new pg.Pool({ connectionString: url, max: 1, application_name: PRODUCER_APP });
   pool.on('error', () => undefined);
+  const producer = await env.adapters.get('sluice')!.producer(url);
   let enqueued = 0;
   let producing: Promise<void> | undefined;
   let stopProducing = false;
@@ -439,7 +473,7 @@ async function runLong(env: Env): Promise<LongResult> {
       let queued = Number(r.rows[0]!.n);
       while (queued < lowWater && enqueued < opts.longJobs) {
         const n = Math.min(chunk, opts.longJobs - enqueued);
-        await addJobs(pool, Array.from({ length: n }, () => ({ task: TASK })), 'sluice');
+        await producer.addMany(n, n);
         enqueued += n;
         queued += n;
       }
@@ -451,7 +485,7 @@ async function runLong(env: Env): Promise<LongResult> {
       `poolSize 4), enqueued ${fmt(chunk)} at a time whenever fewer than ${fmt(lowWater)} are queued`,
   );
   // a backlog before the worker starts, so it does not begin idle
-  await addJobs(pool, Array.from({ length: Math.min(lowWater, opts.longJobs) }, () => ({ task: TASK })), 'sluice');
+  await producer.addMany(Math.min(lowWater, opts.longJobs), chunk);
   enqueued = Math.min(lowWater, opts.longJobs);
   try {
     const r = await runChild<LongResult>(
@@ -481,6 +515,7 @@ async function runLong(env: Env): Promise<LongResult> {
   } finally {
     stopProducing = true;
     await producing?.catch(() => undefined);
+    await producer.close();
     await pool.end();
   }
 }
@@ -655,9 +690,9 @@ function gitCommit(): string | null {
   return head.stdout.trim() + (dirty.stdout.trim() ? '+dirty' : '');
 }
 
-async function connect(url: string): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: url, application_name: MONITOR_APP });
-  c.on('error', (err) => log(`admin connection error: ${err.message}`));
+async function connect(url: string, applicationName = MONITOR_APP): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: url, application_name: applicationName });
+  c.on('error', (err) => log(`${applicationName} connection error: ${err.message}`));
   await c.connect();
   clients.push(c);
   return c;
@@ -665,7 +700,7 @@ async function connect(url: string): Promise<pg.Client> {
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
-  const systems = opts.long ? (['sluice'] as SystemName[]) : opts.only;
+  const systems = systemsFor(opts);
   const adapters = new Map<SystemName, SystemAdapter>();
   const variants: VariantInfo[] = [];
   for (const s of systems) {
@@ -682,8 +717,9 @@ async function main(): Promise<void> {
   }
   tempDir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
   chmodSync(tempDir, 0o755);
-  log(`starting PostgreSQL (${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(', ')})`);
-  cluster = await LocalCluster.create({ dataDir: path.join(tempDir, 'data'), settings: SERVER_SETTINGS });
+  const settings = serverSettings(opts);
+  log(`starting PostgreSQL (${describeSettings(settings)})`);
+  cluster = await LocalCluster.create({ dataDir: path.join(tempDir, 'data'), settings });
   await cluster.start();
   const c = cluster;
   const monitor = await connect(c.url());
@@ -701,8 +737,38 @@ async function main(): Promise<void> {
   const state: RunState = { env, started: new Date(), serverVersion, loadAtStart };
   current = state;
 
+  const scenarioEnv: ScenarioEnv = {
+    adapter: (s) => adapters.get(s)!,
+    url: env.url,
+    admin: (s) => admin.get(s)!,
+    reset: (s) => resetSystem(env, s),
+    connect,
+    stallMs: opts.stallMs,
+  };
+
   if (opts.long) {
     state.long = await runLong(env);
+  } else if (!roundsMode(opts)) {
+    if (opts.notify) {
+      const n = opts.notify;
+      log(
+        `notify: ${n.rounds} round(s) of: ${n.seconds} s of add_job throughput per run at ${n.clients.join(', ')} clients, ` +
+          `triggers enabled and disabled; ${n.seconds} s of pickup with ${Math.max(...n.clients)} producers at ${n.rate} jobs/s; ` +
+          `${n.delayedCommits} commits ${n.holdMs / 1000} s after their insert`,
+      );
+      state.notify = noNotifyRuns();
+      await runNotify(scenarioEnv, n, state.notify);
+    }
+    if (opts.pressure) {
+      const p = opts.pressure;
+      const measured = variants.filter((v) => PRESSURE_SYSTEMS.includes(v.system));
+      log(
+        `pressure: ${p.kinds.join(', ')}; ${p.rate} jobs/s from ${p.producers} producers; phases ${p.phases.join(', ')} s; ` +
+          `${measured.map((v) => `${v.label} (${v.describe(p.concurrency)})`).join('; ')}`,
+      );
+      state.pressure = [];
+      await runPressure(scenarioEnv, measured, p, state.pressure);
+    }
   } else {
     const finishedOn = opts.finishedRows > 0 && systems.includes('sluice');
     if (opts.finishedRows > 0 && !finishedOn) log('--finished-rows needs sluice: skipped');
@@ -763,6 +829,15 @@ interface RunState {
   serverVersion: string;
   loadAtStart: number[];
   long?: LongResult;
+  notify?: NotifyRuns;
+  pressure?: PressureRun[];
+}
+
+/** The systems the run installs. */
+function systemsFor(opts: Options): SystemName[] {
+  if (opts.long) return ['sluice'];
+  if (roundsMode(opts)) return opts.only;
+  return opts.only.filter((s) => (opts.notify && s === 'sluice') || (opts.pressure && PRESSURE_SYSTEMS.includes(s)));
 }
 
 /** The run in progress, so that a failed or interrupted run still reports what it measured. */
@@ -773,22 +848,24 @@ let reported = false;
 function report(state: RunState, incomplete?: string): void {
   if (reported) return;
   reported = true;
-  const { env, started, serverVersion, loadAtStart, long } = state;
+  const { env, started, serverVersion, loadAtStart, long, notify, pressure } = state;
   const { opts, variants, adapters } = env;
+  const settings = serverSettings(opts);
   const finishedAt = new Date();
-  const summary = opts.long ? [] : summarize(env);
+  const summary = roundsMode(opts) ? summarize(env) : [];
   const out: string[] = [];
   out.push('');
   if (incomplete) out.push(`INCOMPLETE RUN (${incomplete}): the figures below cover only the runs that finished.`);
   out.push(
-    `sluice benchmark, ${started.toISOString()}: PostgreSQL ${serverVersion} (${Object.entries(SERVER_SETTINGS)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(', ')}), ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}`,
+    `sluice benchmark, ${started.toISOString()}: PostgreSQL ${serverVersion} (${describeSettings(settings)}), ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}`,
   );
   if (long) {
     out.push(`long run: ${fmt(long.jobs)} jobs through one sluice worker in ${fmt(long.elapsedMs / 1000, 1)} s = ${fmt(long.jobsPerSec)} jobs/s, peak RSS ${fmt(long.rssPeakMB, 1)} MB`);
     out.push('');
     out.push(renderLong(long));
+  } else if (!roundsMode(opts)) {
+    if (notify && opts.notify) out.push('', renderNotify(notify, opts.notify));
+    if (pressure && opts.pressure) out.push(renderPressure(pressure, opts.pressure, describeSettings(settings)));
   } else if (summary.length) {
     out.push(
       `${opts.rounds} interleaved round(s), ${fmt(opts.jobs)} jobs per run; medians of the rounds (peak connections: the highest). ` +
@@ -818,7 +895,7 @@ function report(state: RunState, incomplete?: string): void {
       loadAverageAtStart: loadAtStart,
       loadAverageAtEnd: os.loadavg(),
     },
-    server: { version: serverVersion, settings: SERVER_SETTINGS },
+    server: { version: serverVersion, settings },
     sluiceCommit: gitCommit(),
     systems: Object.fromEntries([...adapters].map(([s, a]) => [s, a.version()])),
     options: { ...opts, out: path.relative(repoRoot, opts.out) },
@@ -831,6 +908,8 @@ function report(state: RunState, incomplete?: string): void {
     summary,
     finishedRows: env.finished ? (finishedSummary(env) ?? null) : null,
     long: long ?? null,
+    notify: notify && opts.notify ? { summary: notifySummary(notify, opts.notify), runs: notify } : null,
+    pressure: pressure ? pressure.map((r) => ({ ...r, phaseRows: phaseRows(r), targets: pressureTargets(r) })) : null,
     latencyPooled: Object.fromEntries(
       variants.map((v) => {
         const xs = env.records
@@ -849,7 +928,9 @@ function report(state: RunState, incomplete?: string): void {
 /** After a failure or Ctrl-C: report whatever was measured. */
 function reportPartial(reason: string): void {
   if (!current || reported) return;
-  if (current.env.records.length === 0 && !current.long) return;
+  const { env, long, notify, pressure } = current;
+  const notifyRuns = notify ? notify.throughput.length + notify.pickup.length + notify.delayed.length : 0;
+  if (env.records.length === 0 && !long && !notifyRuns && !pressure?.length) return;
   try {
     report(current, reason);
   } catch (err) {

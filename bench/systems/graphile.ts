@@ -72,6 +72,7 @@ async function utils(url: string): Promise<WorkerUtils> {
 export const adapter: SystemAdapter = {
   system: 'graphile',
   label: 'graphile-worker',
+  jobsTable: 'graphile_worker._private_jobs',
 
   version() {
     return `graphile-worker ${packageVersion('graphile-worker')}`;

@@ -46,6 +46,8 @@ async function startBoss(opts: ConstructorOptions, who: string): Promise<PgBoss>
 export const adapter: SystemAdapter = {
   system: 'pgboss',
   label: 'pg-boss',
+  // partitioned by queue: the parent holds no rows of its own
+  jobsTable: `${SCHEMA}.job`,
 
   version() {
     return `pg-boss ${packageVersion('pg-boss')}`;

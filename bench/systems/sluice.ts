@@ -1,8 +1,9 @@
 // sluice adapter: the Worker from src/worker.ts with database.poolSize 4, producers through the
-// public addJob/addJobs of src/jobs/enqueue.ts.
+// public addJob/addJobs of src/enqueue.ts.
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { migrate } from '../../src/db/migrate.js';
+import { channelFor } from '../../src/db/sql.js';
 import { addJob, addJobs } from '../../src/enqueue.js';
 import { Worker } from '../../src/worker/worker.js';
 import {
@@ -37,6 +38,7 @@ function producerPool(url: string): pg.Pool {
 export const adapter: SystemAdapter = {
   system: 'sluice',
   label: 'sluice',
+  jobsTable: `${SCHEMA}.jobs`,
 
   version() {
     return `sluice ${(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version}`;
@@ -145,4 +147,18 @@ export async function resetKeepingFinished(db: pg.ClientBase): Promise<void> {
 export async function countFinished(db: pg.ClientBase): Promise<number> {
   const r = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${SCHEMA}.jobs WHERE task = $1`, [FINISHED_TASK]);
   return Number(r.rows[0]!.n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the notify scenario: enqueueing from plain SQL, with sluice's notifications on or off
+
+/** One job, one statement, one transaction: the way any client can enqueue. */
+export const ADD_ONE_SQL = `SELECT ${SCHEMA}.add_job('${TASK}')`;
+
+/** The channel sluice's workers LISTEN on. */
+export const NOTIFY_CHANNEL = channelFor(SCHEMA);
+
+/** Switches every user trigger of the jobs table (they are what notifies) on or off. */
+export async function setTriggers(db: pg.ClientBase, enabled: boolean): Promise<void> {
+  await db.query(`ALTER TABLE ${SCHEMA}.jobs ${enabled ? 'ENABLE' : 'DISABLE'} TRIGGER USER`);
 }

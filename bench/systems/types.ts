@@ -51,6 +51,8 @@ export interface SystemAdapter {
   readonly system: SystemName;
   /** Label of the system in tables (the variants have their own). */
   readonly label: string;
+  /** The table that holds its jobs, schema-qualified (the pressure scenario watches its size and dead rows). */
+  readonly jobsTable: string;
   /** Name and version of what is measured, for the results file. */
   version(): string;
   /** Creates the system's schema in an empty database (outside any timing). */

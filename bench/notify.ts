@@ -1,0 +1,269 @@
+// The notify scenario (--notify), sluice only, on a server with fsync on: what sluice's
+// notifications cost producers, and how fast an idle worker hears of new jobs.
+//  (a) throughput: N connections each running `SELECT sluice.add_job('noop')` back to back, with
+//      sluice's triggers enabled and then disabled (the triggers are what notifies);
+//  (b) pickup under load: an idle worker while many producers add single jobs at a steady rate;
+//  (c) delayed commit: a job inserted in a transaction that commits 2 s later.
+// PostgreSQL serialises the commits of all transactions that NOTIFY, and that costs something only
+// when commits wait for real WAL flushes, hence the server settings.
+import { log, rotate, runChild, type ScenarioEnv } from './orchestrator.js';
+import { behindSchedule, check, fmt, markdownTable, max, median, renderTargets, spread } from './measure.js';
+import type { DelayedResult, LoadResult, Spread, TpsResult } from './protocol.js';
+
+export interface NotifyOptions {
+  rounds: number;
+  /** Length of each throughput run and of each pickup run. */
+  seconds: number;
+  /** Producer connections of the throughput runs; the pickup run uses the largest. */
+  clients: number[];
+  /** Combined jobs/s of the pickup run's producers. */
+  rate: number;
+  /** Worker concurrency of the pickup and delayed-commit runs. */
+  concurrency: number;
+  delayedCommits: number;
+  holdMs: number;
+}
+
+type Triggers = 'enabled' | 'disabled';
+
+export interface NotifyRuns {
+  throughput: { round: number; clients: number; triggers: Triggers; result: TpsResult }[];
+  pickup: { round: number; result: LoadResult }[];
+  delayed: { round: number; result: DelayedResult }[];
+}
+
+export const noNotifyRuns = (): NotifyRuns => ({ throughput: [], pickup: [], delayed: [] });
+
+/** Interleaved rounds of (a), (b) and (c); each run is added to `runs` as it finishes. */
+export async function runNotify(env: ScenarioEnv, opts: NotifyOptions, runs: NotifyRuns): Promise<void> {
+  const sluice = await import('./systems/sluice.js');
+  const url = env.url('sluice');
+  const db = env.admin('sluice');
+  const producers = Math.max(...opts.clients);
+  for (let round = 0; round < opts.rounds; round++) {
+    log(`notify round ${round + 1}/${opts.rounds}`);
+    for (const clients of opts.clients) {
+      for (const triggers of rotate<Triggers>(['enabled', 'disabled'], round)) {
+        await env.reset('sluice');
+        await sluice.setTriggers(db, triggers === 'enabled');
+        let result: TpsResult;
+        try {
+          result = await runChild<TpsResult>({
+            mode: 'tps',
+            system: 'sluice',
+            url,
+            sql: sluice.ADD_ONE_SQL,
+            clients,
+            seconds: opts.seconds,
+            listenChannel: sluice.NOTIFY_CHANNEL,
+          });
+        } finally {
+          await sluice.setTriggers(db, true);
+        }
+        // each client ran the statement once more before the timing began
+        const rows = await env.adapter('sluice').total(db);
+        if (rows !== result.transactions + clients) {
+          throw new Error(`expected ${result.transactions + clients} jobs after the throughput run, found ${rows}`);
+        }
+        runs.throughput.push({ round, clients, triggers, result });
+        log(
+          `  tps       ${`${clients} clients, triggers ${triggers}`.padEnd(30)} ${fmt(result.tps).padStart(8)} tx/s  ` +
+            `p50 ${fmt(result.latencyP50Ms, 1)} ms, p99 ${fmt(result.latencyP99Ms, 1)} ms, ` +
+            `${fmt(result.notifications / result.transactions, 2)} notifications per job`,
+        );
+      }
+    }
+
+    await env.reset('sluice');
+    const pickup = await runChild<LoadResult>({
+      mode: 'load',
+      system: 'sluice',
+      variant: 'sluice',
+      url,
+      concurrency: opts.concurrency,
+      producers,
+      rate: opts.rate,
+      phases: [{ name: 'steady', seconds: opts.seconds }],
+      stallMs: env.stallMs,
+    });
+    runs.pickup.push({ round, result: pickup });
+    const p = pickup.phases[0]!;
+    log(
+      `  pickup    ${`${producers} producers at ${fmt(opts.rate)}/s`.padEnd(30)} p50 ${fmt(p.pickupMs.p50, 1)} ms, ` +
+        `p99 ${fmt(p.pickupMs.p99, 1)} ms, max ${fmt(p.pickupMs.max, 1)} ms after COMMIT sent ` +
+        `(p99 ${fmt(p.pickupAfterCommitReturnedMs.p99, 1)} ms after it returned); ${fmt(p.committedPerSec)} committed/s` +
+        (p.neverStarted ? `, ${p.neverStarted} NEVER PICKED UP` : ''),
+    );
+
+    await env.reset('sluice');
+    const delayed = await runChild<DelayedResult>({
+      mode: 'delayed',
+      system: 'sluice',
+      variant: 'sluice',
+      url,
+      concurrency: opts.concurrency,
+      commits: opts.delayedCommits,
+      holdMs: opts.holdMs,
+    });
+    runs.delayed.push({ round, result: delayed });
+    log(
+      `  delayed   ${`${delayed.commits} commits, ${fmt(delayed.holdMs / 1000, 1)} s after insert`.padEnd(30)} ` +
+        `max ${fmt(max(delayed.afterCommitSentMs), 1)} ms after COMMIT sent, ` +
+        `${fmt(max(delayed.afterCommitReturnedMs), 1)} ms after it returned` +
+        (delayed.missed ? `, ${delayed.missed} NOT PICKED UP within 10 s` : ''),
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// summary
+
+/** The issue's targets for this scenario (reported, not enforced). */
+const TARGETS = { ratio: 0.8, pickupP99Ms: 5, pickupMaxMs: 50, delayedMaxMs: 50 };
+
+export function notifySummary(runs: NotifyRuns, opts: NotifyOptions) {
+  const tps = (clients: number, triggers: Triggers) =>
+    runs.throughput.filter((r) => r.clients === clients && r.triggers === triggers);
+  const throughput = opts.clients.map((clients) => {
+    const on = tps(clients, 'enabled');
+    const off = tps(clients, 'disabled');
+    const enabled = median(on.map((r) => r.result.tps));
+    const disabled = median(off.map((r) => r.result.tps));
+    const roundRatios = on.flatMap((r) => {
+      const other = off.find((o) => o.round === r.round);
+      return other ? [r.result.tps / other.result.tps] : [];
+    });
+    return {
+      clients,
+      enabledTps: enabled,
+      disabledTps: disabled,
+      ratio: enabled !== null && disabled ? enabled / disabled : null,
+      roundRatios,
+      notificationsPerJob: median(on.map((r) => r.result.notifications / r.result.transactions)),
+    };
+  });
+  // per round, then the median of the rounds' percentiles and the highest maximum
+  const phases = runs.pickup.map((r) => r.result.phases[0]!);
+  const combine = (pick: (p: (typeof phases)[number]) => Spread): Spread => {
+    const s = phases.map(pick);
+    return {
+      n: s.reduce((sum, x) => sum + x.n, 0),
+      p50: median(s.map((x) => x.p50 ?? NaN)),
+      p99: median(s.map((x) => x.p99 ?? NaN)),
+      max: max(s.map((x) => x.max ?? NaN).filter(Number.isFinite)),
+    };
+  };
+  const pickup = phases.length
+    ? {
+        producers: Math.max(...opts.clients),
+        offeredPerSec: opts.rate,
+        committedPerSec: median(phases.map((p) => p.committedPerSec)),
+        pickupMs: combine((p) => p.pickupMs),
+        pickupAfterCommitReturnedMs: combine((p) => p.pickupAfterCommitReturnedMs),
+        producerMs: combine((p) => p.producerMs),
+        neverStarted: phases.reduce((sum, p) => sum + p.neverStarted, 0),
+      }
+    : null;
+  // pooled over the rounds: the target is about the worst commit
+  const afterSent = runs.delayed.flatMap((r) => r.result.afterCommitSentMs);
+  const afterReturned = runs.delayed.flatMap((r) => r.result.afterCommitReturnedMs);
+  const delayed = runs.delayed.length
+    ? {
+        commits: runs.delayed.reduce((sum, r) => sum + r.result.commits, 0),
+        holdMs: opts.holdMs,
+        afterCommitSentMs: spread(afterSent),
+        afterCommitReturnedMs: spread(afterReturned),
+        missed: runs.delayed.reduce((sum, r) => sum + r.result.missed, 0),
+      }
+    : null;
+  const most = throughput.find((t) => t.clients === Math.max(...opts.clients));
+  const targets = {
+    [`enabled ÷ disabled at ${most?.clients} clients >= ${TARGETS.ratio}`]: check(most?.ratio, (x) => x >= TARGETS.ratio),
+    [`pickup p99 <= ${TARGETS.pickupP99Ms} ms`]: check(pickup?.pickupMs.p99, (x) => x <= TARGETS.pickupP99Ms),
+    [`pickup max <= ${TARGETS.pickupMaxMs} ms`]: check(pickup?.pickupMs.max, (x) => x <= TARGETS.pickupMaxMs),
+    [`delayed commit, pickup max <= ${TARGETS.delayedMaxMs} ms`]: check(
+      delayed?.missed ? Infinity : delayed?.afterCommitSentMs.max,
+      (x) => x <= TARGETS.delayedMaxMs,
+    ),
+  };
+  return { throughput, pickup, delayed, targets };
+}
+
+export function renderNotify(runs: NotifyRuns, opts: NotifyOptions): string {
+  const s = notifySummary(runs, opts);
+  const out: string[] = [];
+  out.push(
+    `notify scenario (sluice): ${opts.rounds} round(s); medians of the rounds. (a) each client runs \`SELECT sluice.add_job('noop')\` ` +
+      `back to back for ${opts.seconds} s, one transaction each, with sluice's triggers enabled and disabled ` +
+      '(`ALTER TABLE sluice.jobs DISABLE TRIGGER USER`); one more connection LISTENs throughout.',
+  );
+  out.push('');
+  out.push(
+    markdownTable(
+      ['clients', 'triggers enabled, tx/s ↑', 'triggers disabled, tx/s ↑', 'enabled ÷ disabled', 'per round', 'notifications per job'],
+      s.throughput.map((t) => [
+        String(t.clients),
+        fmt(t.enabledTps),
+        fmt(t.disabledTps),
+        t.ratio === null ? '–' : `${fmt(t.ratio, 2)}×`,
+        t.roundRatios.map((x) => fmt(x, 2)).join(', ') || '–',
+        fmt(t.notificationsPerJob, 2),
+      ]),
+    ),
+  );
+  if (s.pickup) {
+    const p = s.pickup;
+    out.push('');
+    out.push(
+      `(b) pickup by an idle worker (concurrency ${opts.concurrency}) while ${p.producers} producers add one job per transaction ` +
+        `at ${fmt(p.offeredPerSec)} jobs/s combined for ${opts.seconds} s. Pickup is the handler's start minus the moment COMMIT ` +
+        'was sent (same process, same clock); with fsync on that includes the commit\'s WAL flush, so the moment COMMIT returned is ' +
+        'shown as well. Percentiles: medians of the rounds; max: the highest.',
+    );
+    out.push('');
+    out.push(
+      markdownTable(
+        ['producers', 'offered jobs/s', 'committed jobs/s', 'pickup p50, ms', 'pickup p99, ms', 'pickup max, ms', 'p99 after COMMIT returned, ms', 'max after COMMIT returned, ms', 'producer p99, ms'],
+        [
+          [
+            String(p.producers),
+            fmt(p.offeredPerSec),
+            fmt(p.committedPerSec),
+            fmt(p.pickupMs.p50, 1),
+            fmt(p.pickupMs.p99, 1),
+            fmt(p.pickupMs.max, 1),
+            fmt(p.pickupAfterCommitReturnedMs.p99, 1),
+            fmt(p.pickupAfterCommitReturnedMs.max, 1),
+            fmt(p.producerMs.p99, 1),
+          ],
+        ],
+      ),
+    );
+    if (p.neverStarted) out.push(`${p.neverStarted} job(s) were never picked up.`);
+    const behind = runs.pickup.map((r) => behindSchedule(r.result.phases)).filter(Boolean);
+    if (behind.length) out.push(`note: ${behind.join('; ')}.`);
+  }
+  if (s.delayed) {
+    const d = s.delayed;
+    out.push('');
+    out.push(`(c) delayed commit: one job inserted, COMMIT ${fmt(d.holdMs / 1000, 1)} s later, into an idle worker; all rounds pooled.`);
+    out.push('');
+    out.push(
+      markdownTable(
+        ['commits', 'after COMMIT sent p50, ms', 'after COMMIT sent max, ms', 'after COMMIT returned max, ms', 'not picked up in 10 s'],
+        [
+          [
+            String(d.commits),
+            fmt(d.afterCommitSentMs.p50, 1),
+            fmt(d.afterCommitSentMs.max, 1),
+            fmt(d.afterCommitReturnedMs.max, 1),
+            String(d.missed),
+          ],
+        ],
+      ),
+    );
+  }
+  out.push('');
+  out.push(`targets (for information): ${renderTargets(s.targets)}`);
+  return out.join('\n');
+}
