@@ -1,4 +1,4 @@
-// sluice adapter: the Worker from src/worker.ts with database.poolSize 4, producers through the
+// sluice adapter: the Worker from src/worker/worker.ts with database.poolSize 4, producers through the
 // public addJob/addJobs of src/enqueue.ts.
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
