@@ -54,13 +54,10 @@ export class QueueRunner implements ClaimTarget {
     this.wake();
   }
 
-  /**
-   * Something may be runnable in this queue: claim for the free slots, on the next turn of the
-   * event loop, so that every queue woken in this turn is served by the same statement.
-   */
+  /** Something may be runnable in this queue: claim for the free slots. */
   wake(): void {
     this.wakeGeneration++;
-    this.opts.claimer.requestSoon();
+    this.opts.claimer.request();
   }
 
   ask(): Ask | undefined {

@@ -90,9 +90,7 @@ describe('queue runner and claimer', () => {
     });
     const r = runner(claimer, 'a', 4, async () => undefined);
     r.start();
-    await waitFor('the first claim', () => s.calls.length === 1, 5000, 1);
     for (let i = 0; i < 10_000; i++) r.wake();
-    for (let i = 0; i < 10; i++) await turn();
     release();
     await waitFor('the follow-up claim', () => s.calls.length === 2, 5000, 1);
     for (let i = 0; i < 10; i++) await turn();
@@ -101,20 +99,29 @@ describe('queue runner and claimer', () => {
 
   it("serves several queues' free slots with one statement", async () => {
     const s = store();
-    const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger() });
+    s.add('a', 10);
+    s.add('b', 10);
+    let release!: () => void;
+    const blocked = new Promise<void>((r) => (release = r));
+    const claimer = new Claimer({
+      claim: async (d) => {
+        if (s.calls.length === 0) await blocked;
+        return s.claim(d);
+      },
+      log: silentLogger(),
+    });
     const a = runner(claimer, 'a', 3, async () => undefined);
     const b = runner(claimer, 'b', 5, async () => undefined);
     a.start();
     b.start();
-    await waitFor('the first claim', () => s.calls.length === 1, 5000, 1);
-    for (let i = 0; i < 10; i++) await turn();
-    expect(s.calls).to.deep.equal([[{ queue: 'a', limit: 3 }, { queue: 'b', limit: 5 }]]);
-    s.calls.length = 0;
-    a.wake();
-    b.wake();
-    await waitFor('one claim', () => s.calls.length === 1, 5000, 1);
-    await turn();
-    expect(s.calls).to.deep.equal([[{ queue: 'a', limit: 3 }, { queue: 'b', limit: 5 }]]);
+    release();
+    await waitFor('both queues worked off', () => s.calls.length >= 3 && a.inFlight === 0 && b.inFlight === 0, 5000, 1);
+    // a's start claimed alone; b woke during that claim, and from then on one statement served both
+    expect(s.calls[0]).to.deep.equal([{ queue: 'a', limit: 3 }]);
+    expect(s.calls[1]).to.deep.equal([
+      { queue: 'a', limit: 3 },
+      { queue: 'b', limit: 5 },
+    ]);
   });
 
   it('does not claim a queue found empty again until something wakes it', async () => {
