@@ -5,10 +5,12 @@
 import { expect } from 'chai';
 import path from 'node:path';
 import pg from 'pg';
-import { waitFor } from '../support/db.js';
+import type { LocalCluster } from '../../src/embedded/cluster.js';
+import { destroyCluster, startCluster, waitFor } from '../support/db.js';
 import { faultsEnabled } from '../support/faults.js';
+import { startPgBouncer, type PgBouncer } from '../support/pgbouncer.js';
 import { inRecovery, queryOnce, startStandbyPair, type StandbyPair } from '../support/standby.js';
-import { PG15_BIN_DIR, requireTool } from '../support/tools.js';
+import { PG15_BIN_DIR, PGBOUNCER_BIN, requireTool } from '../support/tools.js';
 
 /** Resolves with the payload of the first notification on `channel` received by `client`. */
 function nextNotification(client: pg.Client, channel: string): Promise<string | undefined> {
@@ -71,5 +73,98 @@ describe('topology harness: primary and streaming standby (PostgreSQL 15)', func
     } finally {
       await listener.end();
     }
+  });
+});
+
+describe('topology harness: pgbouncer 1.18 in transaction mode', function () {
+  this.timeout(60_000);
+  let cluster: LocalCluster | undefined;
+  let bouncer: PgBouncer | undefined;
+  const clients: pg.Client[] = [];
+  const pools: pg.Pool[] = [];
+
+  const client = async () => {
+    const c = await connected(bouncer!.url());
+    clients.push(c);
+    return c;
+  };
+  const pool = (max: number) => {
+    const p = new pg.Pool({ connectionString: bouncer!.url(), max });
+    p.on('error', () => undefined); // idle clients cut by a restart
+    pools.push(p);
+    return p;
+  };
+
+  before(async function () {
+    if (!faultsEnabled()) this.skip();
+    requireTool(this, 'pgbouncer', PGBOUNCER_BIN);
+    cluster = await startCluster();
+    bouncer = await startPgBouncer({ targetPort: cluster.port, defaultPoolSize: 1, maxClientConn: 50 });
+  });
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.end().catch(() => undefined)));
+    await Promise.all(pools.splice(0).map((p) => p.end().catch(() => undefined)));
+  });
+  after(async () => {
+    await bouncer?.destroy();
+    if (cluster) await destroyCluster(cluster);
+  });
+
+  it('runs the queries of a node-postgres Pool, in transaction pool mode', async () => {
+    const p = pool(4);
+    const rows = await Promise.all([1, 2, 3, 4, 5, 6, 7, 8].map(async (n) => (await p.query('SELECT $1::int AS n', [n])).rows[0].n));
+    expect(rows).to.deep.equal([1, 2, 3, 4, 5, 6, 7, 8]);
+    const pools = await queryOnce<{ database: string; pool_mode: string }>(bouncer!.adminUrl(), 'SHOW POOLS');
+    expect(pools.find((r) => r.database === 'postgres')?.pool_mode).to.equal('transaction');
+  });
+
+  it('serves the transactions of two clients on one server connection at default_pool_size=1', async () => {
+    const [a, b] = [await client(), await client()];
+    const backendOf = async (c: pg.Client) => {
+      await c.query('BEGIN');
+      const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+      await c.query('COMMIT');
+      return pid;
+    };
+    const first = await backendOf(a);
+    expect(await backendOf(b)).to.equal(first);
+    expect(await backendOf(a)).to.equal(first);
+  });
+
+  it('shares named prepared statements between clients (1.18 does not track them); unnamed ones work', async () => {
+    const [a, b] = [await client(), await client()];
+    await a.query({ name: 'harness_q', text: 'SELECT $1::int AS n', values: [1] });
+    // b never prepared harness_q, but its one server connection already holds a's
+    const err = await b.query({ name: 'harness_q', text: 'SELECT $1::int AS n', values: [2] }).catch((e: pg.DatabaseError) => e);
+    expect(err).to.be.instanceOf(Error);
+    expect((err as pg.DatabaseError).code).to.equal('42P05');
+    expect((err as Error).message).to.equal('prepared statement "harness_q" already exists');
+    expect((await b.query('SELECT $1::text AS t', ['unnamed'])).rows[0].t).to.equal('unnamed');
+  });
+
+  it('passes NOTIFY through to a listener on the server', async () => {
+    const listener = await connected(cluster!.url());
+    try {
+      await listener.query('LISTEN harness');
+      const received = nextNotification(listener, 'harness');
+      await (await client()).query("NOTIFY harness, 'through pgbouncer'");
+      expect(await received).to.equal('through pgbouncer');
+    } finally {
+      await listener.end();
+    }
+  });
+
+  it('restart(): a Pool recovers once its broken clients are destroyed', async () => {
+    const p = pool(2);
+    const held = await p.connect();
+    held.on('error', () => undefined); // a checked-out client's cut is reported here, not by the pool
+    await p.query('SELECT 1'); // a second client, left idle in the pool
+    await bouncer!.restart();
+    const err = await held.query('SELECT 1').catch((e: Error) => e);
+    expect(err).to.be.instanceOf(Error);
+    held.release(err as Error); // a broken client must be destroyed, not returned to the pool
+    await waitFor('the pool to run a query through the restarted pgbouncer', async () =>
+      (await p.query('SELECT 1 AS one')).rows[0].one === 1, 20_000, 100);
+    expect(p.totalCount).to.be.at.most(2);
   });
 });
