@@ -3,9 +3,10 @@
 // its children too and a failure can quote the log. Every topology registers here and is killed
 // and deleted at the end of the run (mocha teardown), on process exit, or on SIGINT/SIGTERM.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { processAlive } from './cli.js';
 
 /** Something the harness started: a set of processes and the temp folder they live in. */
 export interface Topology {
@@ -196,35 +197,34 @@ export async function runToEnd(name: string, command: string, args: string[], op
 }
 
 /**
- * SIGKILLs the postmaster of `dataDir` and its backends when it is not our child (Patroni starts
- * it in a session of its own). Checks that the pid in postmaster.pid really is a postgres of this
- * data folder, so a stale file can never make us kill someone else's server.
- * Returns the postmaster's pid, or undefined when none was running.
+ * The pid of the running postmaster of `dataDir`, for servers that are not our children (Patroni
+ * starts PostgreSQL in a session of its own). The pid in postmaster.pid must be a live process
+ * whose command line names this data folder, so a stale file can never make us signal someone
+ * else's server.
  */
-export function killPostmasterNow(dataDir: string): number | undefined {
-  const pid = postmasterPid(dataDir);
-  if (pid === undefined) return undefined;
-  const group = processGroupOf(pid);
-  for (const target of group !== undefined ? [-group, pid] : [pid]) {
-    try {
-      process.kill(target, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  return pid;
-}
-
-function postmasterPid(dataDir: string): number | undefined {
+export function postmasterOf(dataDir: string): number | undefined {
   let pid: number;
   try {
     pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
   } catch {
     return undefined;
   }
-  if (!Number.isInteger(pid) || pid <= 1 || !isAlive(pid)) return undefined;
+  if (!Number.isInteger(pid) || pid <= 1 || !processAlive(pid)) return undefined;
   const cmdline = readProc(pid, 'cmdline')?.split('\0') ?? [];
   return cmdline.includes(dataDir) ? pid : undefined;
+}
+
+/** Sends `signal` to the process group of `pid` (a postmaster's group holds its backends), and to pid itself. */
+export function signalGroupOf(pid: number, signal: NodeJS.Signals): void {
+  const group = processGroupOf(pid);
+  const ours = processGroupOf(process.pid);
+  for (const target of group !== undefined && group !== ours ? [-group, pid] : [pid]) {
+    try {
+      process.kill(target, signal);
+    } catch {
+      // already gone
+    }
+  }
 }
 
 /** The process group, read from /proc/<pid>/stat (field 5, after the parenthesised name). */
@@ -235,17 +235,9 @@ function processGroupOf(pid: number): number | undefined {
   return Number.isInteger(group) && group > 1 ? group : undefined;
 }
 
-/** True while the process exists and is not a zombie waiting for init to reap it. */
-export function isAlive(pid: number): boolean {
-  const stat = readProc(pid, 'stat');
-  if (stat === undefined) return false;
-  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-}
-
 function readProc(pid: number, file: string): string | undefined {
-  const p = `/proc/${pid}/${file}`;
   try {
-    return existsSync(p) ? readFileSync(p, 'utf8') : undefined;
+    return readFileSync(`/proc/${pid}/${file}`, 'utf8');
   } catch {
     return undefined;
   }

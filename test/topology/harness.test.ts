@@ -8,9 +8,10 @@ import pg from 'pg';
 import type { LocalCluster } from '../../src/embedded/cluster.js';
 import { destroyCluster, startCluster, waitFor } from '../support/db.js';
 import { faultsEnabled } from '../support/faults.js';
+import { startPatroniCluster, type PatroniCluster } from '../support/patroni.js';
 import { startPgBouncer, type PgBouncer } from '../support/pgbouncer.js';
 import { inRecovery, queryOnce, startStandbyPair, type StandbyPair } from '../support/standby.js';
-import { PG15_BIN_DIR, PGBOUNCER_BIN, requireTool } from '../support/tools.js';
+import { ETCD_BIN, PATRONI_BIN, PG15_BIN_DIR, PGBOUNCER_BIN, requireTool } from '../support/tools.js';
 
 /** Resolves with the payload of the first notification on `channel` received by `client`. */
 function nextNotification(client: pg.Client, channel: string): Promise<string | undefined> {
@@ -166,5 +167,61 @@ describe('topology harness: pgbouncer 1.18 in transaction mode', function () {
     await waitFor('the pool to run a query through the restarted pgbouncer', async () =>
       (await p.query('SELECT 1 AS one')).rows[0].one === 1, 20_000, 100);
     expect(p.totalCount).to.be.at.most(2);
+  });
+});
+
+describe('topology harness: Patroni 3.0 with etcd, two nodes', function () {
+  this.timeout(180_000);
+  let cluster: PatroniCluster | undefined;
+
+  before(async function () {
+    if (!faultsEnabled()) this.skip();
+    requireTool(this, 'patroni', PATRONI_BIN);
+    requireTool(this, 'etcd', ETCD_BIN);
+    requireTool(this, 'pg_basebackup', path.join(PG15_BIN_DIR, 'pg_basebackup'));
+    cluster = await startPatroniCluster({ nodes: 2 });
+  });
+  after(async () => {
+    await cluster?.destroy();
+  });
+
+  it('starts with one leader and one streaming replica', async () => {
+    const members = await cluster!.members();
+    expect(members.map((m) => m.role).sort()).to.deep.equal(['leader', 'replica']);
+    const [leader, [replica]] = [await cluster!.leader(), await cluster!.replicas()];
+    expect(await inRecovery(leader!.url())).to.equal(false);
+    expect(await inRecovery(replica.url())).to.equal(true);
+    expect(cluster!.multiHostUrl()).to.equal(`postgres://postgres@${cluster!.nodes.map((n) => `127.0.0.1:${n.pgPort}`).join(',')}/postgres`);
+  });
+
+  it('streams a write on the leader to the replica', async () => {
+    const [leader, [replica]] = [(await cluster!.leader())!, await cluster!.replicas()];
+    await queryOnce(leader.url(), 'CREATE TABLE harness (id int PRIMARY KEY)');
+    await queryOnce(leader.url(), 'INSERT INTO harness VALUES (1)');
+    await waitFor('the row on the replica', async () => (await queryOnce(replica.url(), 'SELECT id FROM harness')).length === 1);
+  });
+
+  it('switchover() moves the leader to the replica', async () => {
+    const [before, [replica]] = [(await cluster!.leader())!, await cluster!.replicas()];
+    const after = await cluster!.switchover();
+    expect(after).to.equal(replica);
+    expect(await inRecovery(after.url())).to.equal(false);
+    await cluster!.waitForReplicas(90_000);
+    expect(await inRecovery(before.url())).to.equal(true);
+  });
+
+  it('killLeader(): the replica is promoted; restartNode() brings the killed node back as a replica', async () => {
+    const started = Date.now();
+    const killed = await cluster!.killLeader();
+    const promoted = await cluster!.waitForLeader(killed, 90_000);
+    console.log(`      failover: ${promoted.name} took writes ${((Date.now() - started) / 1000).toFixed(1)} s after ${killed.name} was killed`);
+    await queryOnce(promoted.url(), 'INSERT INTO harness VALUES (2)');
+
+    const restarted = Date.now();
+    await cluster!.restartNode(killed);
+    console.log(`      rejoin: ${killed.name} streamed as a replica ${((Date.now() - restarted) / 1000).toFixed(1)} s after its restart`);
+    expect(await inRecovery(killed.url())).to.equal(true);
+    await waitFor('the write made after the failover on the rejoined node', async () =>
+      (await queryOnce(killed.url(), 'SELECT id FROM harness WHERE id = 2')).length === 1);
   });
 });
