@@ -102,6 +102,7 @@ export class PatroniNode {
   readonly configFile: string;
   readonly logFile: string;
   private proc: LoggedProcess | undefined;
+  private wanted = false;
 
   constructor(readonly name: string, readonly dir: string, readonly pgPort: number, readonly apiPort: number) {
     this.dataDir = path.join(dir, 'data');
@@ -120,6 +121,11 @@ export class PatroniNode {
   /** True while its Patroni process runs. */
   get running(): boolean {
     return this.proc?.running ?? false;
+  }
+
+  /** Patroni gave up (a fatal error) rather than being killed or stopped by us. */
+  get exitedByItself(): boolean {
+    return this.wanted && !this.running;
   }
 
   writeConfig(scope: string, etcdHostPort: string, parameters: Record<string, string | number>): void {
@@ -159,6 +165,7 @@ export class PatroniNode {
   /** Starts Patroni, which starts (or bootstraps, or clones) its PostgreSQL. */
   start(): void {
     if (this.running) return;
+    this.wanted = true;
     this.proc = new LoggedProcess(`patroni ${this.name}`, PATRONI_BIN, [this.configFile], {
       logFile: this.logFile,
       asServerUser: true,
@@ -169,6 +176,7 @@ export class PatroniNode {
 
   /** A crash of the machine: SIGKILL of Patroni (with its pg_basebackup or pg_rewind) and of PostgreSQL. */
   async kill(): Promise<void> {
+    this.wanted = false;
     const postmaster = postmasterOf(this.dataDir);
     await this.proc?.stop('SIGKILL');
     if (postmaster === undefined) return;
@@ -178,6 +186,7 @@ export class PatroniNode {
 
   /** Stops everything; PostgreSQL with an immediate shutdown so it frees its shared memory. */
   async stop(): Promise<void> {
+    this.wanted = false;
     await this.proc?.stop('SIGKILL');
     const postmaster = postmasterOf(this.dataDir);
     if (postmaster === undefined) return;
@@ -195,7 +204,7 @@ export class PatroniNode {
 
   /** Why this node is not doing what was awaited: the tail of its log. */
   logTail(): string {
-    return `--- ${this.logFile}:\n${logTail(this.logFile, 15)}`;
+    return `--- ${this.logFile}:\n${logTail(this.logFile, 30)}`;
   }
 }
 
@@ -332,13 +341,22 @@ export class PatroniCluster implements Topology {
       async () => this.isStreamingReplica(node, await this.members()), timeoutMs);
   }
 
-  /** waitFor, with the tail of every node's log in the error: Patroni says why it is stuck. */
+  /**
+   * waitFor, failing at once when a node's Patroni exits by itself, and with the tail of every
+   * node's log in the error: Patroni says why it is stuck.
+   */
   private async waitOrExplain<T>(what: string, check: () => Promise<T>, timeoutMs: number): Promise<NonNullable<T>> {
-    try {
-      return (await waitFor(what, check, timeoutMs, 250)) as NonNullable<T>;
-    } catch (err) {
-      throw new Error(`${(err as Error).message}\n${this.nodes.map((n) => n.logTail()).join('\n')}`);
-    }
+    type Outcome = { crashed: PatroniNode } | { value: NonNullable<T> };
+    const outcome = await waitFor<Outcome | undefined>(what, async () => {
+      const crashed = this.nodes.find((n) => n.exitedByItself);
+      if (crashed) return { crashed };
+      const value = await check();
+      return value ? { value } : undefined;
+    }, timeoutMs, 250).then((o) => o as Outcome, (err: Error) => err);
+    const logs = this.nodes.map((n) => n.logTail()).join('\n');
+    if (outcome instanceof Error) throw new Error(`${outcome.message}\n${logs}`);
+    if ('crashed' in outcome) throw new Error(`Patroni on ${outcome.crashed.name} exited while waiting for ${what}\n${logs}`);
+    return outcome.value;
   }
 
   killNow(): void {

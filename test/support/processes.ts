@@ -10,7 +10,7 @@ import { processAlive } from './cli.js';
 
 /** Something the harness started: a set of processes and the temp folder they live in. */
 export interface Topology {
-  /** Synchronous last resort for process exit: SIGKILL every process and delete the folder. */
+  /** Synchronous last resort for process exit: kill every process (PostgreSQL: immediate shutdown), delete the folder. */
   killNow(): void;
   /** Kills every process, waits for them to be gone, deletes the folder. */
   destroy(): Promise<void>;
