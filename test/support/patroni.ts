@@ -174,11 +174,11 @@ export class PatroniNode {
     });
   }
 
-  /** A crash of the machine: SIGKILL of Patroni (with its pg_basebackup or pg_rewind) and of PostgreSQL. */
+  /** The node crashes: SIGKILL of Patroni (with any pg_basebackup or pg_rewind of it), then of PostgreSQL. */
   async kill(): Promise<void> {
     this.wanted = false;
+    await this.proc?.stop('SIGKILL'); // first, so it cannot start PostgreSQL again
     const postmaster = postmasterOf(this.dataDir);
-    await this.proc?.stop('SIGKILL');
     if (postmaster === undefined) return;
     signalGroupOf(postmaster, 'SIGKILL');
     await waitFor(`the postmaster of ${this.name} to die`, () => !processAlive(postmaster), 10_000);

@@ -55,7 +55,7 @@ function installExitHandlers(): void {
 let cachedUser: { uid: number; gid: number } | undefined | null = null;
 
 /** PostgreSQL (and pgbouncer) refuse to run as root: servers run as `postgres` when we are root. */
-export function serverUser(): { uid: number; gid: number } | undefined {
+function serverUser(): { uid: number; gid: number } | undefined {
   if (cachedUser !== null) return cachedUser;
   if (process.getuid?.() !== 0) return (cachedUser = undefined);
   const id = (flag: string) => spawnSync('id', [flag, 'postgres'], { encoding: 'utf8' });

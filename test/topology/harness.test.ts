@@ -13,16 +13,13 @@ import { startPgBouncer, type PgBouncer } from '../support/pgbouncer.js';
 import { inRecovery, queryOnce, startStandbyPair, type StandbyPair } from '../support/standby.js';
 import { ETCD_BIN, PATRONI_BIN, PG15_BIN_DIR, PGBOUNCER_BIN, requireTool } from '../support/tools.js';
 
-/** Resolves with the payload of the first notification on `channel` received by `client`. */
-function nextNotification(client: pg.Client, channel: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const onNotification = (msg: pg.Notification) => {
-      if (msg.channel !== channel) return;
-      client.off('notification', onNotification);
-      resolve(msg.payload);
-    };
-    client.on('notification', onNotification);
+/** The payloads of the notifications on `channel` that `client` receives from now on. */
+function notifications(client: pg.Client, channel: string): string[] {
+  const payloads: string[] = [];
+  client.on('notification', (msg) => {
+    if (msg.channel === channel) payloads.push(msg.payload ?? '');
   });
+  return payloads;
 }
 
 async function connected(url: string): Promise<pg.Client> {
@@ -68,9 +65,9 @@ describe('topology harness: primary and streaming standby (PostgreSQL 15)', func
     const listener = await connected(standby.url());
     try {
       await listener.query('LISTEN harness');
-      const received = nextNotification(listener, 'harness');
+      const received = notifications(listener, 'harness');
       await queryOnce(standby.url(), "SELECT pg_notify('harness', 'promoted')");
-      expect(await received).to.equal('promoted');
+      await waitFor('the notification on the promoted standby', () => received.includes('promoted'));
     } finally {
       await listener.end();
     }
@@ -147,9 +144,9 @@ describe('topology harness: pgbouncer 1.18 in transaction mode', function () {
     const listener = await connected(cluster!.url());
     try {
       await listener.query('LISTEN harness');
-      const received = nextNotification(listener, 'harness');
+      const received = notifications(listener, 'harness');
       await (await client()).query("NOTIFY harness, 'through pgbouncer'");
-      expect(await received).to.equal('through pgbouncer');
+      await waitFor('the notification sent through pgbouncer', () => received.includes('through pgbouncer'));
     } finally {
       await listener.end();
     }
@@ -202,12 +199,12 @@ describe('topology harness: Patroni 3.0 with etcd, two nodes', function () {
   });
 
   it('switchover() moves the leader to the replica', async () => {
-    const [before, [replica]] = [(await cluster!.leader())!, await cluster!.replicas()];
-    const after = await cluster!.switchover();
-    expect(after).to.equal(replica);
-    expect(await inRecovery(after.url())).to.equal(false);
+    const [oldLeader, [replica]] = [(await cluster!.leader())!, await cluster!.replicas()];
+    const newLeader = await cluster!.switchover();
+    expect(newLeader).to.equal(replica);
+    expect(await inRecovery(newLeader.url())).to.equal(false);
     await cluster!.waitForReplicas(90_000);
-    expect(await inRecovery(before.url())).to.equal(true);
+    expect(await inRecovery(oldLeader.url())).to.equal(true);
   });
 
   it('killLeader(): the replica is promoted; restartNode() brings the killed node back as a replica', async () => {
