@@ -68,7 +68,7 @@ const handChecked = new Set(['monitoring.coreos.com/v1/ServiceMonitor', 'kustomi
 const dtsCache = new Map<string, { props: Map<string, string>; imports: Map<string, string> } | null>();
 
 function dtsPath(spec: string, from?: string): string {
-  if (spec.startsWith('.')) return path.resolve(path.dirname(from!), spec.replace(/\.js$/, '.d.ts'));
+  if (spec.startsWith('.')) return path.resolve(path.dirname(from!), `${spec.replace(/\.js$/, '')}.d.ts`);
   return path.join(root, 'node_modules', `${spec}.d.ts`);
 }
 

@@ -83,9 +83,9 @@ export function withAppName(url: string, name: string): string {
 
 export const TASK = 'noop';
 
-/** Version of an installed package, read from its package.json under the repository's node_modules. */
+/** Version of a peer system, read from its package.json under bench/node_modules (npm run bench:peers). */
 export function packageVersion(name: string): string {
-  const file = fileURLToPath(new URL(`../../node_modules/${name}/package.json`, import.meta.url));
+  const file = fileURLToPath(new URL(`../node_modules/${name}/package.json`, import.meta.url));
   try {
     return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
   } catch {
