@@ -39,8 +39,8 @@ describe('query plans with 300,000 finished jobs', function () {
 
   const element = { id: 1, token: 1, result: null, error: 'x', retry: true, delay_ms: 10 };
   const params: Partial<Record<QueryName, object>> = {
-    claim_jobs: { queues: ['default', 'other'], limits: [50, 50], workerId: 'w1' },
-    claim_jobs_one_queue: { queue: 'default', limit: 50, workerId: 'w1' },
+    claim_jobs: { queues: ['default', 'other'], limits: [50, 50], tasks: ['new', 'other'], workerId: 'w1' },
+    claim_jobs_one_queue: { queue: 'default', limit: 50, tasks: ['new', 'other'], workerId: 'w1' },
     complete_jobs: { completions: JSON.stringify(Array.from({ length: 50 }, (_, i) => ({ ...element, id: i + 1 }))) },
     fail_jobs: { failures: JSON.stringify([element]) },
     release_jobs: { ids: ['1', '2'], tokens: ['1', '1'] },
@@ -86,7 +86,7 @@ describe('claim plans', () => {
   it('plans the claim of a one-queue worker once, not at every call, and claims in order', async () => {
     const q = loadQueries('sluice');
     const claimed: string[] = [];
-    for (let i = 0; i < 12; i++) claimed.push(...(await claimJobs(pool, q, [{ queue: 'a', limit: 5 }], 'w1')).map((j) => j.id));
+    for (let i = 0; i < 12; i++) claimed.push(...(await claimJobs(pool, q, [{ queue: 'a', limit: 5 }], ['x'], 'w1')).map((j) => j.id));
     const ids = (await pool.query("SELECT id FROM sluice.jobs WHERE queue = 'a' ORDER BY id LIMIT 60")).rows.map((r) => String(r.id));
     expect(claimed).to.deep.equal(ids);
     const plans = await pool.query("SELECT generic_plans::int AS generic FROM pg_prepared_statements WHERE name = 'sluice.claim_jobs_one_queue_5'");
@@ -95,8 +95,57 @@ describe('claim plans', () => {
     const next = async (queue: string, n: number) =>
       (await pool.query("SELECT id FROM sluice.jobs WHERE status = 'queued' AND queue = $1 ORDER BY priority, run_at, id LIMIT $2", [queue, n])).rows.map((r) => String(r.id));
     const expected = [...(await next('a', 1)), ...(await next('b', 3))];
-    const got = await claimJobs(pool, q, [{ queue: 'a', limit: 1 }, { queue: 'b', limit: 3 }], 'w1');
+    const got = await claimJobs(pool, q, [{ queue: 'a', limit: 1 }, { queue: 'b', limit: 3 }], ['x'], 'w1');
     expect(got.map((j) => j.id).sort()).to.deep.equal([...expected].sort());
     expect(got.filter((j) => j.queue === 'b').map((j) => j.id)).to.deep.equal(expected.slice(1));
+  });
+});
+
+describe('claiming past queued jobs of tasks the worker does not handle', () => {
+  let pool: pg.Pool;
+  before(async () => {
+    pool = await migrated(await createTestDatabase(), 1);
+    // 10,000 jobs of a task this worker has no handler for, all ahead of its own in the queue
+    await pool.query("INSERT INTO sluice.jobs (task, run_at) SELECT 'theirs', now() - interval '1 hour' FROM generate_series(1, 10000)");
+    await pool.query("INSERT INTO sluice.jobs (task) SELECT 'mine' FROM generate_series(1, 5)");
+    await pool.query('ANALYZE sluice.jobs');
+  });
+  after(() => pool.end());
+
+  /** The index scans of an executed claim, with the rows each returned and filtered out. */
+  async function claimScans(statement: { text: string; values?: unknown[] }) {
+    const c = await pool.connect();
+    try {
+      await c.query('BEGIN');
+      const res = await c.query({ text: `EXPLAIN (ANALYZE, FORMAT JSON) ${statement.text}`, values: statement.values });
+      await c.query('ROLLBACK');
+      const scans: { type: string; rows: number; removed: number }[] = [];
+      const walk = (n: PlanNode & { 'Actual Rows'?: number; 'Rows Removed by Filter'?: number; 'Actual Loops'?: number }) => {
+        if (n['Relation Name'] === 'jobs' && n['Node Type'] !== 'ModifyTable') {
+          scans.push({ type: n['Node Type'], rows: n['Actual Rows']! * (n['Actual Loops'] ?? 1), removed: n['Rows Removed by Filter'] ?? 0 });
+        }
+        for (const child of n.Plans ?? []) walk(child);
+      };
+      walk(res.rows[0]['QUERY PLAN'][0].Plan);
+      return scans;
+    } finally {
+      c.release();
+    }
+  }
+
+  it('reads only the handled task\'s head of the queue, in one and in several queues', async () => {
+    const q = loadQueries('sluice');
+    for (const statement of [
+      q.claim_jobs_one_queue.config({ queue: 'default', limit: 5, tasks: ['mine'], workerId: 'w1' }),
+      q.claim_jobs.config({ queues: ['default', 'other'], limits: [5, 5], tasks: ['mine'], workerId: 'w1' }),
+    ]) {
+      const scans = await claimScans(statement);
+      const reads = scans.filter((s) => s.type !== 'Index Scan' || s.rows > 0);
+      expect(scans.map((s) => s.type), JSON.stringify(scans)).to.not.include('Seq Scan');
+      // the 5 claimable rows, looked up again by id for the update, and nothing of the 10,000
+      expect(reads.reduce((n, s) => n + s.rows + s.removed, 0), JSON.stringify(scans)).to.be.at.most(10);
+    }
+    const claimed = await claimJobs(pool, q, [{ queue: 'default', limit: 10 }], ['mine'], 'w1');
+    expect(claimed.map((j) => j.task)).to.deep.equal(['mine', 'mine', 'mine', 'mine', 'mine']);
   });
 });

@@ -67,13 +67,27 @@ describe('worker', function () {
     expect((await job(id)).last_error).to.match(/^PermanentError: payload names no user/);
   });
 
-  it('fails a job of an unknown task with a clear error and keeps working', async () => {
+  it('claims only jobs of tasks it has a handler for: others stay queued, attempts unspent', async () => {
     const w = await startWorker(url, { known: async () => 'ok' });
     const unknown = await w.addJob({ task: 'missing_task' });
     const known = await w.addJob({ task: 'known' });
-    await waitFor('both jobs to finish', async () => (await job(unknown)).status === 'failed' && (await job(known)).status === 'completed');
-    expect((await job(unknown)).last_error).to.equal('unknown task "missing_task": this worker has no handler for it (known tasks: known)');
-    expect((await job(unknown)).attempts).to.equal(1);
+    await waitFor('the known job to complete', async () => (await job(known)).status === 'completed');
+    // a poll and a wake-up later, the other is still untouched
+    await w.addJob({ task: 'known' });
+    await waitFor('the next known job', async () => (await statusCounts(pool, "task = 'known'")).completed === 2);
+    expect(await job(unknown)).to.include({ status: 'queued', attempts: 0, locked_by: null });
+    const registered = await pool.query('SELECT tasks FROM sluice.workers WHERE id = $1', [w.identity.id]);
+    expect(registered.rows[0].tasks).to.deep.equal(['known']);
+  });
+
+  it('refuses to start with no task handlers at all', async () => {
+    let err: Error | undefined;
+    try {
+      await startWorker(url, {});
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).to.match(/no task handlers: the tasks option is empty/);
   });
 
   it('fails a result that is not JSON instead of crashing, and survives odd throws', async () => {

@@ -1,23 +1,29 @@
 -- Take runnable jobs for several queues in one statement: up to :limits[i] jobs of queue
--- :queues[i], for worker :worker_id, highest priority (lowest number) first, then oldest run_at,
--- then id. Each claim gets a new fencing token.
--- One index scan per queue (LATERAL): `queue = ANY (...)` would sort every queued row instead.
+-- :queues[i], only of the worker's :tasks, for worker :worker_id; highest priority (lowest
+-- number) first, then oldest run_at, then id. Each claim gets a new fencing token.
+-- One index scan per queue and task (LATERAL) on (queue, task, priority, run_at): `= ANY (...)`
+-- would sort every queued row instead, and queued jobs of other tasks are never walked.
 WITH next AS (
   SELECT c.id
   FROM unnest(:queues::text[], :limits::int[]) AS q(name, lim)
   CROSS JOIN LATERAL (
-    SELECT id FROM :"schema".jobs
-    WHERE status = 'queued' AND queue = q.name AND run_at <= now()
-    ORDER BY priority, run_at, id
+    SELECT x.id FROM unnest(:tasks::text[]) AS t(name)
+    CROSS JOIN LATERAL (
+      SELECT id, priority, run_at FROM :"schema".jobs
+      WHERE status = 'queued' AND queue = q.name AND task = t.name AND run_at <= now()
+      ORDER BY priority, run_at, id
+      LIMIT q.lim
+      FOR UPDATE SKIP LOCKED
+    ) x
+    ORDER BY x.priority, x.run_at, x.id
     LIMIT q.lim
-    FOR UPDATE SKIP LOCKED
   ) c
 )
 UPDATE :"schema".jobs j
 SET status = 'running', attempts = j.attempts + 1, locked_by = :worker_id, locked_at = now(), started_at = now(),
     lock_token = nextval(':"schema".lock_tokens')
-FROM next
-WHERE j.id = next.id
+-- by id through the primary key, whatever the planner guesses about the size of the backlog
+WHERE j.id = ANY (ARRAY(SELECT id FROM next))
 RETURNING j.id, j.queue, j.task, j.payload, j.priority, j.attempts, j.max_attempts, j.lock_token, j.job_key,
           -- times as epoch milliseconds: a number is far cheaper for the worker to read than a timestamp
           date_part('epoch', j.run_at) * 1000 AS run_at_ms, date_part('epoch', j.created_at) * 1000 AS created_at_ms

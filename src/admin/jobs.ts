@@ -118,17 +118,32 @@ export interface StatusChange {
 }
 
 /**
- * Runs a finished job again now (or moves a queued one to now). Throws JobNotFoundError, and
- * JobStateError for a running job (cancel it first, or let it finish).
+ * Runs a failed, cancelled or completed job again now. Throws JobNotFoundError, and
+ * JobStateError for a queued job (runJobNow moves it) or a running one.
  */
 export async function retryJob(db: Queryable, schema: string, id: string | number): Promise<StatusChange> {
+  return requeue(db, schema, 'retry_job', id);
+}
+
+/** Runs a queued job now instead of at its run_at. Throws JobNotFoundError, and JobStateError when it is not queued. */
+export async function runJobNow(db: Queryable, schema: string, id: string | number): Promise<StatusChange> {
+  return requeue(db, schema, 'run_job_now', id);
+}
+
+async function requeue(db: Queryable, schema: string, fn: 'retry_job' | 'run_job_now', id: string | number): Promise<StatusChange> {
   const jobId = parseJobId(id);
-  const res = await loadQueries(schema).retry_job.run(db, { id: jobId });
-  const status = res.rows[0]?.status as JobStatus | null;
-  if (status === null || status === undefined) throw new JobNotFoundError(jobId);
-  if (status !== 'queued') {
-    throw new JobStateError(jobId, status, `job ${jobId} is ${status}: only a job that is not running can be retried`);
+  let status: JobStatus | null | undefined;
+  try {
+    status = (await loadQueries(schema)[fn].run(db, { id: jobId })).rows[0]?.status as JobStatus | null;
+  } catch (err) {
+    // the SQL function refuses a job in the wrong state, naming the state and what to do instead
+    const e = err as { code?: string; message: string };
+    if (e.code === '55000' && e.message.startsWith('sluice: ')) {
+      throw new JobStateError(jobId, /is (\w+)/.exec(e.message)?.[1] ?? 'unknown', e.message.slice('sluice: '.length));
+    }
+    throw err;
   }
+  if (status === null || status === undefined) throw new JobNotFoundError(jobId);
   return { id: jobId, status };
 }
 

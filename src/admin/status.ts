@@ -22,6 +22,8 @@ export interface WorkerStatus {
   host: string;
   pid: number;
   queues: string[];
+  /** The tasks it has handlers for (null: a worker from before sluice claimed by task, which took every task). */
+  tasks: string[] | null;
   concurrency: number;
   poolSize: number;
   version: string | null;
@@ -61,6 +63,26 @@ export function unservedQueues(queues: QueueStatus[], workers: WorkerStatus[]): 
   return queues.filter((q) => q.runnable + q.scheduled > 0 && !served.has(q.queue)).map((q) => q.queue);
 }
 
+/** Queued jobs of a task in a queue that no live worker of that queue has a handler for. */
+export interface UnhandledTask {
+  queue: string;
+  task: string;
+  queued: number;
+}
+
+/**
+ * Tasks with queued jobs that no live worker of their queue handles: a worker claims only the
+ * tasks it has handlers for, so these wait (a rolling deploy not finished, a missing module).
+ * Queues no live worker takes at all are unservedQueues'.
+ */
+export async function unhandledTasks(db: Queryable, schema: string, workers: WorkerStatus[]): Promise<UnhandledTask[]> {
+  const live = workers.filter((w) => w.alive);
+  const queued = (await loadQueries(schema).queued_tasks.run(db, {})).rows;
+  return queued.filter(
+    (q) => live.some((w) => w.queues.includes(q.queue)) && !live.some((w) => w.queues.includes(q.queue) && (w.tasks === null || w.tasks.includes(q.task))),
+  );
+}
+
 export async function listWorkers(db: Queryable, schema: string, rescueAfterMs: number): Promise<WorkerStatus[]> {
   const res = await loadQueries(schema).workers.run(db, { rescueAfterMs });
   return res.rows.map((r) => ({
@@ -68,6 +90,7 @@ export async function listWorkers(db: Queryable, schema: string, rescueAfterMs: 
     host: r.host,
     pid: r.pid,
     queues: r.queues,
+    tasks: r.tasks,
     concurrency: r.concurrency,
     poolSize: r.pool_size,
     version: r.version,

@@ -46,6 +46,8 @@ export interface WorkerRow {
   host: string;
   pid: number;
   queues: string[];
+  /** null for workers of sluice before version 7 of the schema (they took every task). */
+  tasks: string[] | null;
   concurrency: number;
   pool_size: number;
   version: string | null;
@@ -75,8 +77,8 @@ function def<P extends object = Record<string, never>, R extends object = Record
 // statements run rarely, unnamed.
 const rare = { prepared: false } as const;
 const catalog = {
-  claim_jobs: def<{ queues: string[]; limits: number[]; workerId: string }, ClaimRow>('queries/claim_jobs.sql'),
-  claim_jobs_one_queue: def<{ queue: string; limit: number; workerId: string }, ClaimRow>('queries/claim_jobs_one_queue.sql', {
+  claim_jobs: def<{ queues: string[]; limits: number[]; tasks: string[]; workerId: string }, ClaimRow>('queries/claim_jobs.sql'),
+  claim_jobs_one_queue: def<{ queue: string; limit: number; tasks: string[]; workerId: string }, ClaimRow>('queries/claim_jobs_one_queue.sql', {
     literals: ['limit'],
   }),
   complete_jobs: def<{ completions: string }, { refused: string }>('queries/complete_jobs.sql'),
@@ -84,7 +86,7 @@ const catalog = {
   release_jobs: def<{ ids: string[]; tokens: string[] }, { id: string }>('queries/release_jobs.sql'),
   release_orphans: def<{ workerId: string; runningIds: string[]; olderThanMs: number }, { id: string }>('queries/release_orphans.sql'),
   heartbeat: def<{ workerId: string }, { id: string; db_ms: number }>('queries/heartbeat.sql'),
-  register_worker: def<{ id: string; host: string; pid: number; queues: string[]; concurrency: number; poolSize: number; version: string }>(
+  register_worker: def<{ id: string; host: string; pid: number; queues: string[]; tasks: string[]; concurrency: number; poolSize: number; version: string }>(
     'queries/register_worker.sql',
   ),
   deregister_worker: def<{ id: string }>('queries/deregister_worker.sql'),
@@ -114,6 +116,10 @@ const catalog = {
   migrate_record: def<{ version: number; name: string }>('migrate/record.sql', rare),
   migrate_installed: def<Record<string, never>, { installed: boolean }>('migrate/installed.sql', rare),
   migrate_version: def<Record<string, never>, { version: number }>('migrate/version.sql', rare),
+  roles_create: def('roles/create.sql', rare),
+  roles_grants: def('roles/grants.sql', rare),
+  roles_exist: def<Record<string, never>, { exist: boolean }>('roles/exist.sql', rare),
+  roles_login: def<{ name: string }, { rolname: string; rolcanlogin: boolean }>('roles/login.sql', rare),
   queue_status: def<
     Record<string, never>,
     { queue: string; runnable: number; scheduled: number; running: number; completed: number; failed: number; cancelled: number; oldest_runnable_seconds: number | null }
@@ -126,6 +132,8 @@ const catalog = {
   show_job: def<{ id: string }, JobRow>('admin/show_job.sql', rare),
   retry_job: def<{ id: string }, { status: string | null }>('admin/retry_job.sql', rare),
   cancel_job: def<{ id: string }, { status: string | null }>('admin/cancel_job.sql', rare),
+  run_job_now: def<{ id: string }, { status: string | null }>('admin/run_job_now.sql', rare),
+  queued_tasks: def<Record<string, never>, { queue: string; task: string; queued: number }>('admin/queued_tasks.sql', rare),
   budget: def<
     Record<string, never>,
     { max_connections: number; superuser_reserved: number; reserved: number; in_use: number; sluice: number; others: number }

@@ -32,12 +32,13 @@ export interface ClaimDemand {
  */
 const MAX_LITERAL_LIMIT = 100;
 
-export async function claimJobs(pool: pg.Pool, queries: Queries, demands: ClaimDemand[], workerId: string): Promise<ClaimedJob[]> {
+/** Claims for `demands`, only jobs of `tasks` (those this worker has handlers for). */
+export async function claimJobs(pool: pg.Pool, queries: Queries, demands: ClaimDemand[], tasks: string[], workerId: string): Promise<ClaimedJob[]> {
   const one = demands.length === 1 ? demands[0]! : undefined;
   const statement =
     one && one.limit <= MAX_LITERAL_LIMIT
-      ? queries.claim_jobs_one_queue.config({ queue: one.queue, limit: one.limit, workerId })
-      : queries.claim_jobs.config({ queues: demands.map((d) => d.queue), limits: demands.map((d) => d.limit), workerId });
+      ? queries.claim_jobs_one_queue.config({ queue: one.queue, limit: one.limit, tasks, workerId })
+      : queries.claim_jobs.config({ queues: demands.map((d) => d.queue), limits: demands.map((d) => d.limit), tasks, workerId });
   const res = await withClient(pool, (client) => client.query<ClaimRow>(statement));
   return res.rows.map((r) => ({
     id: String(r.id),

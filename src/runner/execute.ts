@@ -123,55 +123,49 @@ class HandlerContext implements JobContext {
  */
 export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promise<{ written: Promise<void> }> {
   const { job } = running;
-  const def = deps.tasks.get(job.task);
+  // claims take only jobs of the tasks in this map
+  const def = deps.tasks.get(job.task)!;
   const started = performance.now();
   deps.events.emit({ type: 'job.started', job, lagMs: Date.now() - job.runAt.getTime() });
 
-  let handlerDone: Promise<unknown> | undefined;
-  let outcome: Outcome;
-  if (!def) {
-    const known = [...deps.tasks.keys()].sort().join(', ') || 'none';
-    outcome = { kind: 'failed', retry: false, error: `unknown task "${job.task}": this worker has no handler for it (known tasks: ${known})` };
-  } else {
-    const ctx = new HandlerContext(running, new JobLog(deps.log, job), deps);
-    try {
-      handlerDone = Promise.resolve(def.handler(job.payload, ctx));
-    } catch (err) {
-      handlerDone = Promise.reject(err);
-    }
-    const done = handlerDone;
-    const timeoutMs = def.timeoutMs ?? deps.defaultTimeoutMs;
-    // settled by whichever comes first: the handler, or an abort (timeout, cancel, loss, shutdown)
-    outcome = await new Promise<Outcome>((settle) => {
-      const timer = timeoutMs > 0 ? setTimeout(() => running.abort('timeout', `job timed out after ${timeoutMs} ms`), timeoutMs) : undefined;
-      running.whenAborted((cause) => {
-        clearTimeout(timer);
-        settle(cause === 'timeout' ? { kind: 'failed', retry: true, error: `JobTimeoutError: job timed out after ${timeoutMs} ms` } : ABANDONED);
-      });
-      done.then(
-        (result) => {
-          clearTimeout(timer);
-          if (ctx.completedInTransaction) return settle({ kind: 'completed-in-transaction' });
-          try {
-            settle({ kind: 'completed', resultJson: serializeResult(result) });
-          } catch (err) {
-            settle({ kind: 'failed', retry: false, error: `the handler's result is not JSON: ${(err as Error).message}` });
-          }
-        },
-        (err) => {
-          clearTimeout(timer);
-          settle(
-            running.abortedBy && running.abortedBy !== 'timeout'
-              ? ABANDONED
-              : { kind: 'failed', retry: !isPermanent(err), error: describeError(err) },
-          );
-        },
-      );
-    });
+  const ctx = new HandlerContext(running, new JobLog(deps.log, job), deps);
+  let handlerDone: Promise<unknown>;
+  try {
+    handlerDone = Promise.resolve(def.handler(job.payload, ctx));
+  } catch (err) {
+    handlerDone = Promise.reject(err);
   }
+  const timeoutMs = def.timeoutMs ?? deps.defaultTimeoutMs;
+  // settled by whichever comes first: the handler, or an abort (timeout, cancel, loss, shutdown)
+  const outcome = await new Promise<Outcome>((settle) => {
+    const timer = timeoutMs > 0 ? setTimeout(() => running.abort('timeout', `job timed out after ${timeoutMs} ms`), timeoutMs) : undefined;
+    running.whenAborted((cause) => {
+      clearTimeout(timer);
+      settle(cause === 'timeout' ? { kind: 'failed', retry: true, error: `JobTimeoutError: job timed out after ${timeoutMs} ms` } : ABANDONED);
+    });
+    handlerDone.then(
+      (result) => {
+        clearTimeout(timer);
+        if (ctx.completedInTransaction) return settle({ kind: 'completed-in-transaction' });
+        try {
+          settle({ kind: 'completed', resultJson: serializeResult(result) });
+        } catch (err) {
+          settle({ kind: 'failed', retry: false, error: `the handler's result is not JSON: ${(err as Error).message}` });
+        }
+      },
+      (err) => {
+        clearTimeout(timer);
+        settle(
+          running.abortedBy && running.abortedBy !== 'timeout'
+            ? ABANDONED
+            : { kind: 'failed', retry: !isPermanent(err), error: describeError(err) },
+        );
+      },
+    );
+  });
 
   const written = writeOutcome(running, outcome, deps, (performance.now() - started) / 1000);
-  if (running.abortedBy && handlerDone) await waitForStuckHandler(handlerDone, running, deps);
+  if (running.abortedBy) await waitForStuckHandler(handlerDone, running, deps);
   return { written };
 }
 

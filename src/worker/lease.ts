@@ -14,6 +14,8 @@ export interface WorkerIdentity {
   host: string;
   pid: number;
   queues: string[];
+  /** The tasks it has handlers for: the only ones it claims. */
+  tasks: string[];
   concurrency: number;
   poolSize: number;
   version: string;

@@ -88,6 +88,8 @@ export class Worker {
       host: os.hostname(),
       pid: process.pid,
       queues: worker.queues,
+      // known once the handlers are loaded, at start
+      tasks: [],
       concurrency: worker.concurrency,
       poolSize: database.poolSize,
       version: VERSION,
@@ -119,6 +121,11 @@ export class Worker {
       throw new SluiceError('usage', 'database.url is not set (DATABASE_URL, a config file, or the embedded database via `sluice start`)');
     }
     const tasks = this.opts.tasks ? normalizeTasks(this.opts.tasks, 'tasks option') : await loadTasks(config.worker.tasks);
+    if (tasks.size === 0) {
+      const where = this.opts.tasks ? 'the tasks option is empty' : `worker.tasks (${config.worker.tasks}) holds no task modules`;
+      throw new SluiceError('usage', `no task handlers: ${where}; a worker claims only jobs of tasks it has a handler for, so it would never run anything`);
+    }
+    identity.tasks = [...tasks.keys()].sort();
     // application_name names the worker so operators can count its connections per process
     const pool = createPool(poolOptions(config, `sluice ${identity.id}`.slice(0, 63)), log);
     this.pool = pool;
@@ -162,7 +169,7 @@ export class Worker {
     const completer = new Completer(pool, queries, log);
     const claimer = new Claimer({
       claim: async (demands) => {
-        const jobs = await claimJobs(pool, queries, demands, identity.id);
+        const jobs = await claimJobs(pool, queries, demands, identity.tasks, identity.id);
         events.emit({ type: 'claim', jobs: jobs.length });
         return jobs;
       },

@@ -1,6 +1,7 @@
 // One job at a time: `sluice add`, `jobs`, `show`, `retry`, `cancel`.
+import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
-import { cancelJob, getJob, JOB_STATUSES, listJobs, parseJobId, retryJob, type JobDetail, type JobStatus, type JobSummary } from '../../admin/jobs.js';
+import { cancelJob, getJob, JOB_STATUSES, listJobs, parseJobId, retryJob, runJobNow, type JobDetail, type JobStatus, type JobSummary } from '../../admin/jobs.js';
 import { addJob, type JobSpec } from '../../enqueue.js';
 import { common, intArg, loadCliConfig, usageError, withDatabase, type CommonOptions } from '../context.js';
 import { fields, indent, print, printJson, table, truncate } from '../output.js';
@@ -11,7 +12,7 @@ export function register(program: Command): void {
       .command('add')
       .description('enqueue a job and print its id')
       .argument('<task>', 'task name (the handler module name)')
-      .option('-p, --payload <json>', 'payload, a JSON object', undefined)
+      .option('-p, --payload <json>', 'payload, a JSON object; @FILE reads it from a file, - from standard input', undefined)
       .option('-q, --queue <queue>', 'queue (default "default")')
       .option('--run-at <iso>', 'run no earlier than this time (ISO 8601)')
       .option('--priority <n>', 'priority, lower runs first (default 0)', intArg('--priority', 0))
@@ -34,12 +35,16 @@ export function register(program: Command): void {
   );
 
   common(
-    program.command('retry').description('run a finished (failed, cancelled, completed) job again now').argument('<id>', 'job id'),
-  ).action((id: string, opts: CommonOptions) => cmdRetryOrCancel('retry', id, opts));
+    program.command('retry').description('run a failed, cancelled or completed job again now (a queued one: run-now)').argument('<id>', 'job id'),
+  ).action((id: string, opts: CommonOptions) => cmdChange('retry', id, opts));
+
+  common(
+    program.command('run-now').description('run a queued job now instead of at its run_at').argument('<id>', 'job id'),
+  ).action((id: string, opts: CommonOptions) => cmdChange('run-now', id, opts));
 
   common(
     program.command('cancel').description('cancel a queued or running job (a running handler is aborted)').argument('<id>', 'job id'),
-  ).action((id: string, opts: CommonOptions) => cmdRetryOrCancel('cancel', id, opts));
+  ).action((id: string, opts: CommonOptions) => cmdChange('cancel', id, opts));
 }
 
 function jobIdArg(id: string): string {
@@ -59,20 +64,39 @@ interface AddOptions extends CommonOptions {
   key?: string;
 }
 
-async function cmdAdd(task: string, opts: AddOptions): Promise<void> {
-  let payload: Record<string, unknown> = {};
-  if (opts.payload !== undefined) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(opts.payload);
-    } catch (err) {
-      throw usageError(`--payload is not valid JSON: ${(err as Error).message}`);
-    }
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-      throw usageError(`--payload must be a JSON object, got ${Array.isArray(parsed) ? 'an array' : parsed === null ? 'null' : typeof parsed}`);
-    }
-    payload = parsed as Record<string, unknown>;
+/** --payload JSON, @FILE (the file's contents) or - (standard input). */
+async function payloadText(arg: string): Promise<string> {
+  if (arg === '-') {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString('utf8');
   }
+  if (arg.startsWith('@')) {
+    try {
+      return readFileSync(arg.slice(1), 'utf8');
+    } catch (err) {
+      throw usageError(`--payload ${arg}: cannot read ${arg.slice(1)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  }
+  return arg;
+}
+
+function parsePayload(text: string, arg: string): Record<string, unknown> {
+  const from = arg === '-' ? ' (from standard input)' : arg.startsWith('@') ? ` (from ${arg.slice(1)})` : '';
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw usageError(`--payload${from} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw usageError(`--payload${from} must be a JSON object, got ${Array.isArray(parsed) ? 'an array' : parsed === null ? 'null' : typeof parsed}`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+async function cmdAdd(task: string, opts: AddOptions): Promise<void> {
+  const payload = opts.payload === undefined ? {} : parsePayload(await payloadText(opts.payload), opts.payload);
   const job: JobSpec = { task, payload };
   if (opts.queue !== undefined) job.queue = opts.queue;
   if (opts.runAt !== undefined) {
@@ -141,7 +165,7 @@ function printJob(j: JobDetail): void {
     ['created', j.createdAt],
     ['started', j.startedAt ?? '-'],
     ['finished', j.finishedAt ?? '-'],
-    ['locked by', j.lockedBy ? `${j.lockedBy} since ${j.lockedAt}` : '-'],
+    ...(j.status === 'running' ? [['locked by', `${j.lockedBy} since ${j.lockedAt}`] as [string, string]] : j.lockedBy ? [['last ran on', j.lockedBy] as [string, string]] : []),
     ['payload', JSON.stringify(j.payload)],
     ['result', j.result === null || j.result === undefined ? '-' : JSON.stringify(j.result)],
   ];
@@ -156,12 +180,16 @@ function printJob(j: JobDetail): void {
   }
 }
 
-async function cmdRetryOrCancel(action: 'retry' | 'cancel', id: string, opts: CommonOptions): Promise<void> {
+const CHANGES = {
+  retry: { apply: retryJob, done: 'queued to run now' },
+  'run-now': { apply: runJobNow, done: 'will run now' },
+  cancel: { apply: cancelJob, done: 'cancelled' },
+} as const;
+
+async function cmdChange(action: keyof typeof CHANGES, id: string, opts: CommonOptions): Promise<void> {
   const jobId = jobIdArg(id);
   const config = loadCliConfig(opts);
-  const change = await withDatabase(config, (pool, schema) =>
-    action === 'retry' ? retryJob(pool, schema, jobId) : cancelJob(pool, schema, jobId),
-  );
+  const change = await withDatabase(config, (pool, schema) => CHANGES[action].apply(pool, schema, jobId));
   if (opts.json) return printJson(change);
-  print(action === 'retry' ? `job ${change.id} queued to run now` : `job ${change.id} cancelled`);
+  print(`job ${change.id} ${CHANGES[action].done}`);
 }

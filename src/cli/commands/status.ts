@@ -2,7 +2,7 @@
 // `sluice budget` (the connection budget in detail).
 import type { Command } from 'commander';
 import { checkBudget, readBudget, type Budget } from '../../admin/budget.js';
-import { listWorkers, queueStatus, unservedQueues, type QueueStatus, type WorkerStatus } from '../../admin/status.js';
+import { listWorkers, queueStatus, unhandledTasks, unservedQueues, type QueueStatus, type WorkerStatus } from '../../admin/status.js';
 import { common, loadCliConfig, withDatabase, type CommonOptions } from '../context.js';
 import { fields, formatAge, indent, print, printJson, table } from '../output.js';
 
@@ -18,13 +18,17 @@ export function register(program: Command): void {
 async function cmdStatus(opts: CommonOptions): Promise<void> {
   const config = loadCliConfig(opts);
   const rescueAfterMs = config.worker.rescueAfterMs;
-  const { queues, workers, budget } = await withDatabase(config, async (pool, schema) => ({
-    queues: await queueStatus(pool, schema),
-    workers: await listWorkers(pool, schema, rescueAfterMs),
-    budget: await readBudget(pool, schema, { rescueAfterMs }),
-  }));
+  const { queues, workers, unhandled, budget } = await withDatabase(config, async (pool, schema) => {
+    const workers = await listWorkers(pool, schema, rescueAfterMs);
+    return {
+      queues: await queueStatus(pool, schema),
+      workers,
+      unhandled: await unhandledTasks(pool, schema, workers),
+      budget: await readBudget(pool, schema, { rescueAfterMs }),
+    };
+  });
   const unserved = unservedQueues(queues, workers);
-  if (opts.json) return printJson({ queues, workers, unserved, budget });
+  if (opts.json) return printJson({ queues, workers, unserved, unhandled, budget });
   printQueues(queues);
   print();
   printWorkers(workers, rescueAfterMs);
@@ -37,10 +41,15 @@ async function cmdStatus(opts: CommonOptions): Promise<void> {
     }
     print();
   }
+  if (unhandled.length) {
+    print('Tasks no live worker of their queue has a handler for (their jobs wait)');
+    for (const u of unhandled) print(`  ${u.queue}: ${u.task}: ${u.queued} queued`);
+    print();
+  }
   print('Connections');
   print(
     `  max_connections ${budget.maxConnections}, reserved ${budget.reservedConnections}, in use ${budget.inUse} ` +
-      `(sluice ${budget.sluiceConnected}, others ${budget.others}), available ${budget.available}`,
+      `(sluice ${budget.sluiceConnected}, others ${budget.others}, this command ${budget.asking}), available ${budget.available}`,
   );
   print(`  live workers may hold ${budget.sluiceBudget} of ${budget.usableConnections} usable (poolSize + 1 each)`);
 }
@@ -95,6 +104,7 @@ async function cmdBudget(opts: CommonOptions): Promise<void> {
       ['in use now', String(budget.inUse)],
       ['  sluice', `${budget.sluiceConnected}${budget.sluiceUnattributed ? ` (${budget.sluiceUnattributed} not attributed to a live worker)` : ''}`],
       ['  others', String(budget.others)],
+      ['  this command', String(budget.asking)],
       ['available now', String(budget.available)],
     ]),
   );
