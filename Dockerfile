@@ -9,10 +9,11 @@
 # dev dependencies, no TypeScript sources and no `embedded-postgres` (an optional dependency used
 # only for the zero-setup local start), so DATABASE_URL must name a real PostgreSQL.
 # Task handlers are your code: build your own image FROM this one and copy them into /app/tasks
-# (the bundled default config, deploy/docker/sluice.yaml, sets worker.tasks to /app/tasks):
+# (the bundled default config, deploy/docker/sluice.yaml, sets worker.tasks to /app/tasks), with
+# their own node_modules when they have dependencies (README, "Use as a library"):
 #
 #   FROM sluice:0.1.0
-#   COPY tasks/ /app/tasks/
+#   COPY --from=tasks /tasks /app/tasks
 #
 # Kubernetes manifests that run this image are in deploy/kubernetes/.
 

@@ -6,3 +6,18 @@ export { SluiceError, ConfigError, InvalidJobError, JobNotFoundError, JobStateEr
 export { loadConfig } from './config/load.js';
 export { configSchema, type SluiceConfig, type ConfigInput } from './config/schema.js';
 export { migrate, currentVersion, expectedVersion } from './db/migrate.js';
+export { applyRoles, type RoleOptions, type AppliedRoles } from './db/roles.js';
+export {
+  getJob,
+  listJobs,
+  retryJob,
+  runJobNow,
+  cancelJob,
+  JOB_STATUSES,
+  type JobStatus,
+  type JobSummary,
+  type JobDetail,
+  type JobFilter,
+  type StatusChange,
+} from './admin/jobs.js';
+export { queueStatus, listWorkers, type QueueStatus, type WorkerStatus } from './admin/status.js';

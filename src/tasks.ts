@@ -1,9 +1,11 @@
 // Task handlers: what a job runs. Loaded from a folder (one module per task, named after the file)
 // or from one module exporting a map, or given directly through the API.
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type pg from 'pg';
+import { SluiceError } from './errors.js';
 import type { Logger } from './observe/logger.js';
 
 export interface JobInfo {
@@ -96,6 +98,13 @@ export async function loadTasks(location: string): Promise<Map<string, TaskDefin
     if (tasks.has(name)) throw new Error(`worker.tasks: two modules define task "${name}" in ${abs}`);
     const mod = await importModule(path.join(abs, file));
     const exported = mod.default ?? (mod.handler ? { handler: mod.handler, timeoutMs: mod.timeoutMs } : undefined);
+    if (exported === undefined) {
+      throw new SluiceError(
+        'usage',
+        `task module ${path.join(abs, file)} exports no handler: it must export its handler as the default export (or as "handler"), ` +
+          `e.g. \`export default async function (payload, ctx) { return { done: true }; }\`, optionally with \`export const timeoutMs = 30000;\``,
+      );
+    }
     const def = toDefinition(
       typeof exported === 'function' && mod.timeoutMs !== undefined ? { handler: exported, timeoutMs: mod.timeoutMs } : exported,
       `${path.join(abs, file)}`,
@@ -110,6 +119,21 @@ async function importModule(file: string): Promise<Record<string, any>> {
     return (await import(pathToFileURL(file).href)) as Record<string, any>;
   } catch (err) {
     const hint = /\.m?ts$/.test(file) ? ' (TypeScript task modules need a loader such as tsx, or compile them to .js)' : '';
-    throw new Error(`cannot load task module ${file}${hint}: ${(err as Error).message}`);
+    const where = err instanceof SyntaxError ? syntaxErrorLocation(file) : undefined;
+    throw new SluiceError('usage', `cannot load task module ${file}${hint}: ${(err as Error).message}${where ? ` at ${where}` : ''}`);
   }
+}
+
+/**
+ * Where a syntax error is, as `file:line: source line`. Node's import() says what is wrong but
+ * not where; `node --check` says where (the source goes through stdin, so that it is checked as
+ * the module kind its extension says, whatever package.json is nearby).
+ */
+function syntaxErrorLocation(file: string): string | undefined {
+  const inputType = file.endsWith('.cjs') ? 'commonjs' : 'module';
+  const check = spawnSync(process.execPath, [`--input-type=${inputType}`, '--check'], { input: readFileSync(file), encoding: 'utf8', timeout: 10_000 });
+  const lines = (check.stderr ?? '').split('\n');
+  const at = lines.findIndex((l) => /^\[stdin\]:\d+/.test(l));
+  if (at < 0) return undefined;
+  return `${file}:${lines[at]!.slice('[stdin]:'.length)}: ${lines[at + 1]?.trim() ?? ''}`;
 }

@@ -214,6 +214,18 @@ describe('sluice CLI', function () {
       expect(retried.status).to.equal('queued');
       expect(retried.max_attempts).to.equal(3);
 
+      // a queued job keeps its run_at: retry refuses it and says what to run instead
+      const later = (await pool.query(`SELECT sluice.add_job('later', run_at => '2031-01-01T00:00:00Z') AS id`)).rows[0].id;
+      const refused = await runCli(['retry', String(later)], { env });
+      expect(refused.code).to.equal(1);
+      expectOneErrorLine(refused, /job \d+ is queued \(to run at 2031-01-01.*\): retry is for failed, cancelled or completed jobs; .*sluice run-now \d+/);
+      expect((await row(String(later))).run_at.toISOString()).to.equal('2031-01-01T00:00:00.000Z');
+      expect(await runJson(['run-now', String(later)], { env })).to.deep.equal({ id: String(later), status: 'queued' });
+      expect((await row(String(later))).run_at.getTime()).to.be.at.most(Date.now() + 1000);
+      const notQueued = await runCli(['run-now', ids[1]!], { env });
+      expect(notQueued.code).to.equal(1);
+      expectOneErrorLine(notQueued, /job \d+ is completed: run_job_now is for queued jobs; .*sluice retry \d+/);
+
       const text = await runCli(['cancel', ids[2]!], { env });
       expect(text.code, text.stderr).to.equal(0);
       expect(text.stdout.trim()).to.equal(`job ${ids[2]} cancelled`);
@@ -240,7 +252,7 @@ describe('sluice CLI', function () {
       expect(finished.code).to.equal(1);
       expectOneErrorLine(finished, /job \d+ is already completed: nothing to cancel/);
       expect(running.code).to.equal(1);
-      expectOneErrorLine(running, /job \d+ is running: only a job that is not running can be retried/);
+      expectOneErrorLine(running, /job \d+ is running: retry is for failed, cancelled or completed jobs; cancel it first/);
       expect(notAnId.code).to.equal(2);
       expectOneErrorLine(notAnId, /job id must be a positive integer, got "12abc"/);
     });
@@ -266,9 +278,9 @@ describe('sluice CLI', function () {
     after(() => stopWorkers());
 
     it('shows jobs per queue and state, live workers with their heartbeat age, and the connection budget', async () => {
-      const worker = await startWorker(statusUrl, {}, { worker: { queues: ['elsewhere'] } });
+      const worker = await startWorker(statusUrl, { noop: async () => undefined }, { worker: { queues: ['elsewhere'] } });
       const status = await runJson(['status'], { env: statusEnv });
-      expect(status).to.have.keys('queues', 'workers', 'unserved', 'budget');
+      expect(status).to.have.keys('queues', 'workers', 'unserved', 'unhandled', 'budget');
       // the only live worker takes 'elsewhere': the jobs waiting in 'reports' have nobody
       expect(status.unserved).to.deep.equal(['reports']);
       expect(status.queues).to.have.lengthOf(2);
@@ -290,11 +302,11 @@ describe('sluice CLI', function () {
       expect(text.stdout).to.include(worker.identity.id);
       expect(text.stdout).to.match(/\d+s ago\s+alive/);
       expect(text.stdout).to.match(/Queues no live worker takes .*\n\s+reports: 2 runnable, 1 scheduled\n/);
-      expect(text.stdout).to.match(/Connections\n\s+max_connections \d+, reserved \d+, in use \d+ \(sluice \d+, others \d+\), available \d+/);
+      expect(text.stdout).to.match(/Connections\n\s+max_connections \d+, reserved \d+, in use \d+ \(sluice \d+, others \d+, this command 1\), available \d+/);
     });
 
     it('prints the connection budget: allowed, held by each sluice worker, held by others, and whether one more fits', async () => {
-      const worker = await startWorker(statusUrl, {}, { worker: { queues: ['elsewhere'] } });
+      const worker = await startWorker(statusUrl, { noop: async () => undefined }, { worker: { queues: ['elsewhere'] } });
       // the worker holds its listener and at least one pool connection
       await waitFor('the worker connections to show', async () => {
         const b = await runJson<Budget>(['budget'], { env: statusEnv });
@@ -343,6 +355,7 @@ describe('sluice CLI', function () {
         sluiceConnected: 5,
         sluiceUnattributed: 0,
         others: 4,
+        asking: 0,
         available: 8,
         schemaInstalled: true,
       };
@@ -493,8 +506,9 @@ describe('sluice start', function () {
     expect(started).to.include({ concurrency: 3 });
     expect(base).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
     const banner = await daemon.waitForLog('the enqueue hint', (l) => typeof l.cli === 'string');
-    expect(banner.cli).to.match(/^sluice add (echo|wait_for_file) --payload '\{"name":"world"\}'$/);
-    expect(banner.sql).to.match(/^SELECT sluice\.add_job\('(echo|wait_for_file)', '\{"name":"world"\}'\);$/);
+    // no hello task here: the hint names one without the hello example's payload
+    expect(banner.cli).to.equal('sluice add echo');
+    expect(banner.sql).to.equal("SELECT sluice.add_job('echo');");
 
     await waitFor('/readyz to be 200', async () => (await fetchText(`${base}/readyz`)).status === 200);
     expect((await fetchText(`${base}/healthz`)).status).to.equal(200);
@@ -528,7 +542,9 @@ describe('sluice start', function () {
     expect(exit, daemon.output()).to.deep.equal({ code: 0, signal: null });
     expect(await job(slow)).to.include({ status: 'completed', attempts: 1 });
     expect((await job(slow)).result).to.deep.equal({ waited: true });
-    expect(daemon.logs.map((l) => l.msg)).to.include('sluice exited');
+    const messages = daemon.logs.map((l) => l.msg);
+    expect(messages.indexOf('worker stopped'), 'the worker stops before sluice exits').to.be.within(0, messages.indexOf('sluice exited') - 1);
+    expect(messages.at(-1)).to.equal('sluice exited');
     expect((await pool.query('SELECT count(*)::int AS n FROM sluice.workers')).rows[0].n).to.equal(0);
   });
 

@@ -20,7 +20,7 @@ describe('roles and bad rows', () => {
     url = await createTestDatabase();
     pool = await migrated(url);
     const roles = await applyRoles(pool, 'sluice');
-    expect(roles).to.deep.equal({ producer: 'sluice_producer', worker: 'sluice_worker' });
+    expect(roles).to.deep.equal({ producer: 'sluice_producer', worker: 'sluice_worker', producers: [], workers: [] });
     // applying twice is harmless
     await applyRoles(pool, 'sluice');
     const suffix = String(process.pid);
@@ -81,5 +81,28 @@ describe('roles and bad rows', () => {
     expect(await denied(pool, "SELECT sluice.add_job('t', $1::jsonb)", [big])).to.match(/payload is \d+ bytes; at most 1048576 \(1 MiB\) is accepted/);
     expect(await denied(pool, "INSERT INTO sluice.jobs (task, payload) VALUES ('t', $1::jsonb)", [big])).to.match(/jobs_payload_size/);
     expect((await pool.query('SELECT count(*)::int AS n FROM sluice.jobs')).rows[0].n).to.equal(before);
+  });
+});
+
+describe('roles after a later migration', () => {
+  it('keep a function the migration added away from PUBLIC, and the worker role can run it', async () => {
+    const { migrate } = await import('../src/db/migrate.js');
+    const url = await createTestDatabase();
+    const pool = new pg.Pool({ connectionString: url, max: 2 });
+    try {
+      // an installation made at version 6, with its roles, later upgraded by `sluice migrate`
+      await migrate(pool, 'sluice', { toVersion: 6 });
+      await applyRoles(pool, 'sluice');
+      await migrate(pool, 'sluice');
+      const granted = await pool.query("SELECT has_function_privilege('sluice_worker', 'sluice.run_job_now(bigint)', 'EXECUTE') AS ok");
+      expect(granted.rows[0].ok).to.equal(true);
+      // run_job_now came with migration 7, after the roles were applied: nobody but the roles may run it
+      const publicToo = await pool.query(
+        "SELECT count(*)::int AS n FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a WHERE p.pronamespace = 'sluice'::regnamespace AND a.grantee = 0",
+      );
+      expect(publicToo.rows[0].n, 'functions executable by PUBLIC').to.equal(0);
+    } finally {
+      await pool.end();
+    }
   });
 });

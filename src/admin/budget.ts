@@ -40,6 +40,8 @@ export interface Budget {
   sluiceUnattributed: number;
   /** Sessions of everybody else (application_name not starting with "sluice"). */
   others: number;
+  /** The asking `sluice-cli` session itself (counted in inUse only): 1 from the CLI, else 0. */
+  asking: number;
   /** Slots free now for ordinary roles: usableConnections - inUse. */
   available: number;
   /** False when sluice is not installed in the schema (no workers can be listed). */
@@ -97,6 +99,7 @@ export async function readBudget(pool: pg.Pool, schema: string, opts: ReadBudget
       sluiceConnected: server.sluice,
       sluiceUnattributed: Math.max(0, server.sluice - attributed),
       others: server.others,
+      asking: server.in_use - server.sluice - server.others,
       available: usableConnections - server.in_use,
       schemaInstalled,
     };

@@ -5,7 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { EXIT_CODES, reportError } from './context.js';
 import * as config from './commands/config.js';
 import * as jobs from './commands/jobs.js';
-import * as migrate from './commands/migrate.js';
+import * as setup from './commands/setup.js';
 import * as start from './commands/start.js';
 import * as status from './commands/status.js';
 
@@ -21,7 +21,7 @@ export function buildProgram(): Command {
     })
     .showSuggestionAfterError(true);
   program.addHelpText('after', EXIT_CODES);
-  for (const group of [start, migrate, jobs, status, config]) group.register(program);
+  for (const group of [start, setup, jobs, status, config]) group.register(program);
   return program;
 }
 
@@ -41,5 +41,12 @@ export async function main(argv: string[]): Promise<number> {
 
 /** The program's entry: runs the command in process.argv and sets the exit code. */
 export async function run(argv: string[] = process.argv): Promise<void> {
+  // `sluice status | head -1`: a reader that went away ends the command quietly, as git does
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
   process.exitCode = await main(argv);
 }

@@ -58,7 +58,7 @@ export function loadConfig(opts: LoadOptions = {}): SluiceConfig {
     throw new ConfigError(`invalid configuration:\n${describeErrors((err as Error).message, given)}`);
   }
   const config = conf.getProperties() as SluiceConfig;
-  checkCombinations(config);
+  checkCombinations(config, given);
   resolved.add(config);
   return config;
 }
@@ -105,18 +105,31 @@ function describeErrors(message: string, given: Map<string, { source: string; va
       }
       const key = /^([\w.]+): /.exec(line)?.[1];
       const from = key ? given.get(key) : undefined;
-      const text = line.replace(/: value was (.*)$/, (_m, v: string) => `: got ${redact(from ? JSON.stringify(from.value) ?? v : v)}`);
+      // the value as it was given (convict shows it after coercion, or not at all)
+      const convictValue = /: value was (.*)$/.exec(line)?.[1];
+      const got = from ? JSON.stringify(from.value) : convictValue;
+      const text = `${line.replace(/: value was .*$/, '').replace(/: got .*$/, '')}${got === undefined ? '' : `: got ${got}`}`;
       return `  - ${redact(text)}${from ? ` (${from.source})` : ''}`;
     })
     .join('\n');
 }
 
-/** Checks that involve several keys; each names the keys to change. */
-function checkCombinations(config: SluiceConfig): void {
-  const { heartbeatMs, rescueAfterMs } = config.worker;
-  if (heartbeatMs * 3 > rescueAfterMs) {
+/**
+ * Values that follow from others, and checks that involve several keys. Only what the user set
+ * is refused; each refusal names the keys to change and where their values came from.
+ */
+function checkCombinations(config: SluiceConfig, given: Map<string, { source: string; value: unknown }>): void {
+  const w = config.worker;
+  const heartbeat = given.get('worker.heartbeatMs');
+  const rescue = given.get('worker.rescueAfterMs');
+  // a heartbeat nobody set follows the rescue window: a fifth of it, never above the default
+  if (!heartbeat) w.heartbeatMs = Math.max(1, Math.min(w.heartbeatMs, Math.floor(w.rescueAfterMs / 5)));
+  if (w.heartbeatMs * 3 > w.rescueAfterMs) {
+    const from = (g: { source: string } | undefined) => g?.source ?? 'the default';
     throw new ConfigError(
-      `invalid configuration:\n  - worker.heartbeatMs (${heartbeatMs}) must be at most a third of worker.rescueAfterMs (${rescueAfterMs}), or live workers would be rescued`,
+      `invalid configuration:\n  - worker.heartbeatMs (${w.heartbeatMs}) must be at most a third of worker.rescueAfterMs (${w.rescueAfterMs}), ` +
+        `or live workers would be rescued: lower worker.heartbeatMs or raise worker.rescueAfterMs ` +
+        `(heartbeatMs ${from(heartbeat)}, rescueAfterMs ${from(rescue)})`,
     );
   }
 }

@@ -18,6 +18,15 @@ function positiveInt(name: string, min: number) {
 
 convict.addFormat(positiveInt('int>=1', 1));
 convict.addFormat(positiveInt('int>=0', 0));
+// convict's own Boolean takes any string as true ("maybe" would switch a setting on)
+const BOOLEAN_WORDS: Record<string, boolean> = { true: true, false: false, '1': true, '0': false, yes: true, no: false, on: true, off: false };
+convict.addFormat({
+  name: 'boolean',
+  validate(value: unknown) {
+    if (typeof value !== 'boolean') throw new Error('must be true or false (also 1/0, yes/no, on/off)');
+  },
+  coerce: (v: unknown) => (typeof v === 'string' && v.trim().toLowerCase() in BOOLEAN_WORDS ? BOOLEAN_WORDS[v.trim().toLowerCase()] : v),
+});
 convict.addFormat({
   name: 'identifier',
   validate(value: unknown) {
@@ -92,13 +101,13 @@ export const configSchema = {
     },
     retryOnStartup: {
       doc: 'At start, keep retrying (with backoff) while the database is unreachable or not migrated yet; false: fail at once.',
-      format: Boolean,
+      format: 'boolean',
       default: true,
       env: 'SLUICE_RETRY_ON_STARTUP',
     },
     strictBudget: {
       doc: "Refuse to start when poolSize + 1 does not fit in the server's free connections (otherwise warn).",
-      format: Boolean,
+      format: 'boolean',
       default: false,
       env: 'SLUICE_STRICT_BUDGET',
     },
@@ -147,7 +156,7 @@ export const configSchema = {
       env: 'SLUICE_RESCUE_AFTER_MS',
     },
     heartbeatMs: {
-      doc: 'How often the worker records that it is alive; keep it well under rescueAfterMs.',
+      doc: 'How often the worker records that it is alive: at most a third of rescueAfterMs. When not set, a fifth of rescueAfterMs, at most 2000.',
       format: 'int>=1',
       default: 2000,
       env: 'SLUICE_HEARTBEAT_MS',
@@ -204,7 +213,7 @@ export const configSchema = {
   http: {
     enabled: {
       doc: 'Serve /healthz, /readyz and /metrics.',
-      format: Boolean,
+      format: 'boolean',
       default: true,
       env: 'SLUICE_HTTP_ENABLED',
     },

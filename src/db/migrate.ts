@@ -16,9 +16,14 @@ export function expectedVersion(schema = 'sluice'): number {
   return all.length ? all[all.length - 1]!.version : 0;
 }
 
-export async function migrate(pool: pg.Pool, schema: string): Promise<MigrateResult> {
+export interface MigrateOptions {
+  /** Stop after this version (an upgrade in steps; tests of what a later migration changes). */
+  toVersion?: number;
+}
+
+export async function migrate(pool: pg.Pool, schema: string, opts: MigrateOptions = {}): Promise<MigrateResult> {
   assertIdentifier(schema);
-  const migrations = loadMigrations(schema);
+  const migrations = loadMigrations(schema).filter((m) => opts.toVersion === undefined || m.version <= opts.toVersion);
   const q = loadQueries(schema);
   return transaction(pool, async (client) => {
     await q.migrate_lock.run(client, {});
@@ -36,6 +41,8 @@ export async function migrate(pool: pg.Pool, schema: string): Promise<MigrateRes
       await q.migrate_record.run(client, { version: m.version, name: m.name });
       applied.push(m.version);
     }
+    // a function a migration added is executable by PUBLIC until the roles' grants say otherwise
+    if (applied.length && (await q.roles_exist.run(client, {})).rows[0]!.exist) await q.roles_grants.run(client, {});
     const version = Math.max(0, ...done, ...applied);
     if (version > expectedVersion(schema)) {
       throw new Error(`schema ${schema} is at version ${version}, newer than this sluice (${expectedVersion(schema)}): upgrade sluice`);

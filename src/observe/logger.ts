@@ -21,7 +21,9 @@ export function createLogger(opts: LogOptions, destination?: pino.DestinationStr
   if (pretty && hasPinoPretty()) {
     return pino({ ...base, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } });
   }
-  return pino(base);
+  // synchronous writes: lines come out in the order they were logged, also right before
+  // process.exit (an asynchronous stream flushed at exit can overtake a write still in flight)
+  return pino(base, pino.destination({ dest: 1, sync: true }));
 }
 
 function hasPinoPretty(): boolean {

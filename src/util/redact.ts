@@ -4,7 +4,8 @@
 // parameters or in keyword/value form (`host=h password=secret`), and PGPASSWORD. `sslkey` and
 // `sslcert` name files whose contents sluice never reads, so they are shown as they are.
 
-const USERINFO_PASSWORD = /(postgres(?:ql)?:\/\/[^:@/\s]*:)[^@\s]*@/gi;
+// any scheme: a mistyped URL (mysql://, postgress://) must not print its password either
+const USERINFO_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^:@/\s]*:)[^@\s]*@/gi;
 const PASSWORD_SETTING = /(\b(?:sslpassword|password|pgpassword)\s*=\s*)('(?:\\.|[^'\\])*'|[^\s&#'"]+)/gi;
 
 export const REDACTED = '***';

@@ -30,12 +30,13 @@ function childEnv(env: Env): NodeJS.ProcessEnv {
   return base;
 }
 
-function spawnCli(args: string[], env: Env, cwd?: string): ChildProcess {
+function spawnCli(args: string[], env: Env, cwd?: string, input?: string): ChildProcess {
   const child = spawn(process.execPath, ['--import', tsxLoader, cliPath, ...args], {
     cwd: cwd ?? root,
     env: childEnv(env),
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
+  if (input !== undefined) child.stdin!.end(input);
   live.add(child);
   child.once('exit', () => live.delete(child));
   return child;
@@ -53,11 +54,13 @@ export interface RunOptions {
   cwd?: string;
   /** Killed (SIGKILL) after this long; default 30 s. */
   timeoutMs?: number;
+  /** Written to the command's standard input. */
+  input?: string;
 }
 
 /** Runs one command to completion. */
 export function runCli(args: string[], opts: RunOptions = {}): Promise<CliResult> {
-  const child = spawnCli(args, opts.env ?? {}, opts.cwd);
+  const child = spawnCli(args, opts.env ?? {}, opts.cwd, opts.input);
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));

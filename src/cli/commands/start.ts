@@ -10,6 +10,7 @@ import { errorSummary } from '../../db/errors.js';
 import type { LocalDatabase } from '../../embedded/local-database.js';
 import type { HttpServer } from '../../http/server.js';
 import type { Worker } from '../../worker/worker.js';
+import { errorCode } from '../../errors.js';
 import { common, failure, intArg, loadCliConfig, reportError, usageError, type CommonOptions } from '../context.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -141,7 +142,11 @@ async function cmdStart(opts: StartOptions): Promise<void> {
         await worker.start();
       } catch (err) {
         // a signal during the start is a normal shutdown, not a failure
-        if (!signalled) throw failure(`cannot start the worker: ${errorSummary(err).message}`);
+        if (!signalled) {
+          const message = `cannot start the worker: ${errorSummary(err).message}`;
+          // what the user gave (tasks, configuration) stays a usage error: exit 2
+          throw errorCode(err) === 'usage' ? usageError(message) : failure(message);
+        }
       }
     }
   } catch (err) {
@@ -152,8 +157,9 @@ async function cmdStart(opts: StartOptions): Promise<void> {
   if (!signalled) {
     const schema = config.database.schema;
     const task = exampleTask(config.worker.tasks);
-    const cli = `sluice add ${task} --payload '{"name":"world"}'`;
-    const sql = `SELECT ${schema}.add_job('${task}', '{"name":"world"}');`;
+    // the example's payload only for the example task: another task would not know what to do with it
+    const cli = task === 'hello' ? `sluice add hello --payload '{"name":"world"}'` : `sluice add ${task}`;
+    const sql = task === 'hello' ? `SELECT ${schema}.add_job('hello', '{"name":"world"}');` : `SELECT ${schema}.add_job('${task}');`;
     if (http) {
       log.info(
         { http: { healthz: `${http.url}/healthz`, readyz: `${http.url}/readyz`, metrics: `${http.url}/metrics` } },
