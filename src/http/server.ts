@@ -8,13 +8,14 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { redact } from '../util/redact.js';
 
 /** What the endpoints need from a worker (a Worker satisfies it). */
 export interface HttpWorker {
   readonly ready: boolean;
   readonly state: string;
   readonly metrics: { registry: Registry };
-  stats?(): { listenerConnected: boolean };
+  stats?(): { listenerConnected: boolean; listenerError?: string };
 }
 
 export interface HttpOptions {
@@ -90,8 +91,11 @@ function send(res: ServerResponse, status: number, body: unknown, head: boolean)
 export function readiness(worker: HttpWorker): { ready: boolean; reason?: string } {
   if (worker.state !== 'running') return { ready: false, reason: `worker is ${worker.state}` };
   if (!worker.ready) {
-    const listenerDown = worker.stats && !worker.stats().listenerConnected;
-    return { ready: false, reason: listenerDown ? 'the LISTEN connection is down' : 'the database is not answering heartbeats' };
+    const stats = worker.stats?.();
+    if (stats && !stats.listenerConnected) {
+      return { ready: false, reason: `the LISTEN connection is down${stats.listenerError ? `: ${redact(stats.listenerError)}` : ''}` };
+    }
+    return { ready: false, reason: 'the database is not answering heartbeats' };
   }
   return { ready: true };
 }

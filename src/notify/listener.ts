@@ -1,7 +1,11 @@
 // The one dedicated LISTEN connection, as a stream of events. Notifications are hints: every
 // (re)connect is reported so the worker looks for work it may have missed while disconnected.
-// The connection checks itself end to end: it NOTIFYs a ping to its own channel and expects it
-// back in time; a frozen or half-open link is replaced.
+// The listener owns its reconnection: whatever ends a connection (lost, refused, an error, a
+// LISTEN that fails because the server is in recovery, a ping that does not come back), the
+// connection is closed and a new one is tried with jittered back-off, forever. pg-listen's own
+// reconnect is off: when its re-LISTEN fails it stays deaf for good, and a reconnect racing a
+// close could leave a connection behind. One log line when it starts failing, one when it is
+// back; the attempts in between are counted, not logged.
 import { randomUUID } from 'node:crypto';
 import pgListen from 'pg-listen';
 import { Subject, type Observable } from 'rxjs';
@@ -34,60 +38,102 @@ export interface ListenerOptions {
   log: Logger;
 }
 
-/** Reconnect backoff: up to 100 ms, doubling to at most 10 s (attempt counts from 0). */
+/** Reconnect backoff: up to 100 ms, doubling to at most 10 s (attempt counts from 1). */
 export function reconnectDelayMs(attempt: number): number {
-  return backoffMs(attempt + 1, { baseMs: 100, maxMs: 10_000, jitter: 'full' });
+  return backoffMs(attempt, { baseMs: 100, maxMs: 10_000, jitter: 'full' });
 }
 
 export class Listener {
   private readonly subject = new Subject<ListenerEvent>();
   readonly events$: Observable<ListenerEvent> = this.subject.asObservable();
   connected = false;
+  /** Connections re-established after one was lost. */
   reconnects = 0;
+  /** Attempts to connect and LISTEN that failed, since the start. */
+  failedAttempts = 0;
+  /** Why the last attempt failed, while it is failing (for /readyz). */
+  lastError: string | undefined;
   private subscriber: Subscriber | undefined;
   private stopped = false;
+  private connecting: Promise<void> | undefined;
+  /** When the current run of failures began (0: not failing). */
+  private failingSince = 0;
   private checkTimer: NodeJS.Timeout | undefined;
   private pendingPing: { nonce: string; resolve: () => void } | undefined;
+  private readonly wakeFromSleep = new AbortController();
 
   constructor(private readonly opts: ListenerOptions) {}
 
-  /** Resolves once listening; keeps retrying (with backoff) while the database is unreachable. */
+  /** Resolves once listening; keeps retrying (with backoff) while that is not possible. */
   async start(): Promise<void> {
-    await this.connectWithRetry();
-    this.scheduleCheck();
+    await this.connectUntilListening(false);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.wakeFromSleep.abort();
     clearTimeout(this.checkTimer);
+    // an attempt under way sees `stopped` when it returns and closes what it opened
+    await withTimeout(this.connecting ?? Promise.resolve(), 2000);
     const sub = this.subscriber;
     this.subscriber = undefined;
     this.setConnected(false);
-    if (sub) await withTimeout(sub.close().catch(() => undefined), 2000);
+    if (sub) await closeQuietly(sub);
     this.subject.complete();
   }
 
-  private async connectWithRetry(): Promise<void> {
-    for (let attempt = 0; !this.stopped; attempt++) {
+  private connectUntilListening(reconnect: boolean): Promise<void> {
+    this.connecting ??= this.connectLoop(reconnect).finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async connectLoop(reconnect: boolean): Promise<void> {
+    for (let attempt = 1; !this.stopped; attempt++) {
       const sub = this.createSubscriber();
       try {
         await sub.connect();
         await sub.listenTo(this.opts.channel);
-        if (this.stopped) {
-          await sub.close().catch(() => undefined);
-          return;
-        }
-        this.subscriber = sub;
-        this.setConnected(true);
-        return;
       } catch (err) {
-        // a failed connect() leaves pg-listen's own reconnect loop running: close that subscriber
-        sub.close().catch(() => undefined);
-        const delay = reconnectDelayMs(attempt);
-        this.opts.log.warn({ err: errorSummary(err), retryInMs: Math.round(delay) }, 'listener cannot connect to PostgreSQL; retrying');
-        await sleep(delay);
+        await closeQuietly(sub);
+        this.failedAttempts++;
+        this.lastError = errorSummary(err).message;
+        if (!this.failingSince) {
+          this.failingSince = Date.now();
+          this.opts.log.warn({ err: errorSummary(err) }, 'listener cannot connect and LISTEN; retrying until it can');
+        }
+        await sleep(reconnectDelayMs(attempt), this.wakeFromSleep.signal);
+        continue;
       }
+      if (this.stopped) {
+        await closeQuietly(sub);
+        return;
+      }
+      this.subscriber = sub;
+      if (this.failingSince) {
+        this.opts.log.info({ attempts: attempt, afterMs: Date.now() - this.failingSince, lastError: this.lastError }, 'listener is listening again');
+        this.failingSince = 0;
+        this.lastError = undefined;
+      }
+      if (reconnect) this.reconnects++;
+      this.setConnected(true);
+      this.scheduleCheck();
+      return;
     }
+  }
+
+  /** The connection `sub` is no longer good: close it and find a new one. */
+  private lost(sub: Subscriber, reason: string, err?: unknown): void {
+    if (sub !== this.subscriber || this.stopped) return;
+    this.subscriber = undefined;
+    clearTimeout(this.checkTimer);
+    this.setConnected(false);
+    this.failingSince = Date.now();
+    this.lastError = err ? errorSummary(err).message : reason;
+    this.opts.log.warn({ reason, ...(err ? { err: errorSummary(err) } : {}) }, 'listener connection lost; reconnecting');
+    void closeQuietly(sub);
+    void this.connectUntilListening(true);
   }
 
   private createSubscriber(): Subscriber {
@@ -101,28 +147,17 @@ export class Listener {
         options: SERVER_KEEPALIVE_OPTIONS,
       },
       {
-        // pg-listen's defaults give up after 3 s; sluice never gives up
-        retryTimeout: Infinity,
-        retryLimit: Infinity,
-        retryInterval: reconnectDelayMs,
+        // a retry limit of 1 makes no attempt: a lost connection surfaces as 'error', and the
+        // listener reconnects by itself (see the top of this file)
+        retryLimit: 1,
+        retryTimeout: 0,
         // its check (SELECT pg_backend_pid()) cannot see a lost LISTEN; the ping below can
         paranoidChecking: false,
         parse: (text: string) => text,
       },
     );
     sub.events.on('notification', (n: { payload?: unknown }) => this.onNotification(String(n.payload ?? '')));
-    sub.events.on('reconnect', (attempt: number) => {
-      if (sub !== this.subscriber) return;
-      this.setConnected(false);
-      if (attempt === 1 || attempt % 20 === 0) this.opts.log.warn({ attempt }, 'listener connection lost; reconnecting');
-    });
-    sub.events.on('connected', () => {
-      if (sub !== this.subscriber || this.connected) return;
-      this.reconnects++;
-      this.setConnected(true);
-      this.opts.log.info('listener reconnected');
-    });
-    sub.events.on('error', (err: Error) => this.opts.log.warn({ err: errorSummary(err) }, 'listener error'));
+    sub.events.on('error', (err: Error) => this.lost(sub, 'the connection failed', err));
     return sub;
   }
 
@@ -140,6 +175,7 @@ export class Listener {
       this.opts.log.debug({ payload: payload.slice(0, 200) }, 'ignored a notification that is not JSON');
       return;
     }
+    if (msg === null || typeof msg !== 'object') return;
     if (typeof msg.ping === 'string') {
       if (this.pendingPing?.nonce === msg.ping) this.pendingPing.resolve();
       return;
@@ -156,28 +192,25 @@ export class Listener {
 
   private scheduleCheck(): void {
     if (this.stopped) return;
+    clearTimeout(this.checkTimer);
     this.checkTimer = setTimeout(() => void this.check(), this.opts.checkIntervalMs);
   }
 
   private async check(): Promise<void> {
     const sub = this.subscriber;
-    if (!sub || !this.connected) {
-      this.scheduleCheck();
-      return;
-    }
+    if (!sub) return;
     const nonce = randomUUID();
     const echoed = new Promise<void>((resolve) => (this.pendingPing = { nonce, resolve }));
+    // a NOTIFY that fails (the server went into recovery, say) is a ping that never comes back
     sub.notify(this.opts.channel, { ping: nonce }).catch(() => undefined);
     const ok = (await withTimeout(echoed, this.opts.checkTimeoutMs)) !== TIMED_OUT;
     this.pendingPing = undefined;
-    if (!ok && !this.stopped && sub === this.subscriber) {
-      this.opts.log.warn({ timeoutMs: this.opts.checkTimeoutMs }, 'listener did not hear its own ping; replacing the connection');
-      this.subscriber = undefined;
-      this.setConnected(false);
-      sub.close().catch(() => undefined);
-      await this.connectWithRetry();
-      this.reconnects++;
-    }
-    this.scheduleCheck();
+    if (sub !== this.subscriber) return;
+    if (ok) this.scheduleCheck();
+    else this.lost(sub, `it did not hear its own ping within ${this.opts.checkTimeoutMs} ms`);
   }
+}
+
+async function closeQuietly(sub: Subscriber): Promise<void> {
+  await withTimeout(sub.close().catch(() => undefined), 2000);
 }

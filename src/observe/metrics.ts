@@ -9,6 +9,8 @@ export interface MetricsSources {
   inFlight(): number;
   pool(): { total: number; idle: number; waiting: number };
   listenerConnected(): boolean;
+  /** Failed attempts of the listener to connect and LISTEN, since the start. */
+  listenerFailedAttempts(): number;
   /** Queue depth and oldest runnable age, read from the database at scrape time. */
   queueStats(): Promise<{ queue: string; status: string; count: number; oldestRunnableSeconds: number | null }[]>;
 }
@@ -122,6 +124,15 @@ export class Metrics {
         this.set({ state: 'total' }, p.total);
         this.set({ state: 'idle' }, p.idle);
         this.set({ state: 'waiting' }, p.waiting);
+      },
+    });
+    new client.Counter({
+      name: 'sluice_listener_connect_failures_total',
+      help: 'Attempts of the listener to connect and LISTEN that failed (unreachable, refused, in recovery).',
+      registers: r,
+      collect() {
+        this.reset();
+        this.inc(self.sources?.listenerFailedAttempts() ?? 0);
       },
     });
     new client.Gauge({ name: 'sluice_listener_connected', help: '1 while the LISTEN connection is up.', registers: r, collect() { this.set(self.sources?.listenerConnected() ? 1 : 0); } });

@@ -220,6 +220,7 @@ export class Worker {
       inFlight: () => runners.inFlight,
       pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
       listenerConnected: () => listener.connected,
+      listenerFailedAttempts: () => listener.failedAttempts,
       queueStats: () => this.queueStats(),
     });
     return { pool, listener, completer, claimer, runners, wakeups, lease, services };
@@ -240,7 +241,7 @@ export class Worker {
   }
 
   /** Jobs running now and claimed jobs waiting for a slot (always 0). */
-  stats(): { inFlight: number; buffered: number; poolTotal: number; poolIdle: number; poolWaiting: number; listenerConnected: boolean } {
+  stats(): { inFlight: number; buffered: number; poolTotal: number; poolIdle: number; poolWaiting: number; listenerConnected: boolean; listenerError?: string } {
     return {
       inFlight: this.parts?.runners.inFlight ?? 0,
       buffered: this.parts?.runners.buffered ?? 0,
@@ -248,6 +249,7 @@ export class Worker {
       poolIdle: this.pool?.idleCount ?? 0,
       poolWaiting: this.pool?.waitingCount ?? 0,
       listenerConnected: this.parts?.listener.connected ?? false,
+      listenerError: this.parts?.listener.lastError,
     };
   }
 

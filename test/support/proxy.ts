@@ -1,5 +1,6 @@
 // A TCP proxy between sluice and PostgreSQL that can freeze its open connections (a half-open
-// link: nothing arrives, nothing is closed) or cut them. New connections still pass.
+// link: nothing arrives, nothing is closed) or cut them, and send new ones elsewhere (a service
+// address that moves to the new primary). New connections still pass.
 import net from 'node:net';
 
 export class FaultyProxy {
@@ -7,7 +8,7 @@ export class FaultyProxy {
   private pairs = new Set<{ client: net.Socket; upstream: net.Socket; frozen: boolean }>();
   port = 0;
 
-  constructor(private readonly targetPort: number, private readonly targetHost = '127.0.0.1') {
+  constructor(private targetPort: number, private readonly targetHost = '127.0.0.1') {
     this.server = net.createServer((client) => {
       const upstream = net.connect(this.targetPort, this.targetHost);
       const pair = { client, upstream, frozen: false };
@@ -41,6 +42,11 @@ export class FaultyProxy {
   freeze(): number {
     for (const p of this.pairs) p.frozen = true;
     return this.pairs.size;
+  }
+
+  /** New connections go to `port` from now on (a failover behind a fixed address); open ones stay. */
+  retarget(port: number): void {
+    this.targetPort = port;
   }
 
   /** Every open connection is closed. */
