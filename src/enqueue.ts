@@ -16,10 +16,14 @@ export interface JobSpec {
   /** Lower runs first; 0 or more. */
   priority?: number;
   maxAttempts?: number;
-  /** At most one unfinished job per key: adding a duplicate returns the holder's id. */
+  /** At most one unfinished job per key and producer login: adding a duplicate returns the holder's id. */
   jobKey?: string;
 }
 
+
+/** The same limits as the SQL functions (sql/migrations/0008). */
+export const MAX_JOBS_PER_CALL = 10_000;
+export const MAX_JOB_KEY_BYTES = 1024;
 
 /** Enqueues one job; resolves to its id (or the id of the unfinished job holding its key). */
 export async function addJob(db: Queryable, job: JobSpec, schema = 'sluice'): Promise<string> {
@@ -42,6 +46,9 @@ export async function addJob(db: Queryable, job: JobSpec, schema = 'sluice'): Pr
 /** Enqueues many jobs in one round trip; ids come back in input order. */
 export async function addJobs(db: Queryable, jobs: JobSpec[], schema = 'sluice'): Promise<string[]> {
   if (!Array.isArray(jobs)) throw new InvalidJobError('addJobs expects an array of jobs');
+  if (jobs.length > MAX_JOBS_PER_CALL) {
+    throw new InvalidJobError(`addJobs takes at most ${MAX_JOBS_PER_CALL} jobs per call, got ${jobs.length}: split the batch`);
+  }
   assertIdentifier(schema);
   if (jobs.length === 0) return [];
   const rows = jobs.map((j, i) => toRow(j, i + 1));
@@ -73,8 +80,8 @@ function toRow(job: JobSpec, position: number | undefined): Row {
   }
   const problem = jsonProblem(payload, 'payload', new Set());
   if (problem) fail(problem);
-  if (job.queue !== undefined && (typeof job.queue !== 'string' || job.queue === '' || job.queue.length > 128)) {
-    fail('queue must be a non-empty name of at most 128 characters');
+  if (job.queue !== undefined && (typeof job.queue !== 'string' || job.queue.trim() === '' || job.queue.length > 128)) {
+    fail('queue must be a non-blank name of at most 128 characters');
   }
   let runAt: string | null = null;
   if (job.runAt !== undefined) {
@@ -88,8 +95,10 @@ function toRow(job: JobSpec, position: number | undefined): Row {
   if (job.maxAttempts !== undefined && (!Number.isInteger(job.maxAttempts) || job.maxAttempts < 1 || job.maxAttempts > 2 ** 31 - 1)) {
     fail(`maxAttempts must be an integer of at least 1, got ${String(job.maxAttempts)}`);
   }
-  if (job.jobKey !== undefined && job.jobKey !== null && (typeof job.jobKey !== 'string' || job.jobKey === '')) {
-    fail('jobKey must be a non-empty string');
+  if (job.jobKey !== undefined && job.jobKey !== null) {
+    if (typeof job.jobKey !== 'string' || job.jobKey === '') fail('jobKey must be a non-empty string (or omitted for none)');
+    const bytes = Buffer.byteLength(job.jobKey);
+    if (bytes > MAX_JOB_KEY_BYTES) fail(`jobKey is ${bytes} bytes; at most ${MAX_JOB_KEY_BYTES} are accepted`);
   }
   return {
     task: job.task,

@@ -318,11 +318,16 @@ describe('sluice CLI', function () {
         const budget = await runJson<Budget & { check: { fits: boolean; needed: number; message: string; poolSize: number } }>(['budget'], {
           env: { ...statusEnv, SLUICE_POOL_SIZE: '6' },
         });
-        expect(budget.maxConnections).to.be.greaterThan(0);
-        expect(budget.usableConnections).to.equal(budget.maxConnections - budget.reservedConnections);
-        expect(budget.reservedConnections).to.be.at.least(0);
+        // the server's own settings, read independently
+        const settings = (await outsider.query(`SELECT current_setting('max_connections')::int AS max,
+            current_setting('superuser_reserved_connections')::int
+              + coalesce(nullif(current_setting('reserved_connections', true), '')::int, 0) AS reserved`)).rows[0];
+        expect(budget.maxConnections).to.equal(settings.max);
+        expect(budget.reservedConnections).to.equal(settings.reserved);
+        expect(budget.usableConnections).to.equal(settings.max - settings.reserved);
         expect(budget.others).to.be.at.least(1);
-        expect(budget.inUse).to.be.at.least(budget.others + budget.sluiceConnected);
+        expect(budget.asking, 'the asking command itself').to.equal(1);
+        expect(budget.inUse).to.equal(budget.others + budget.sluiceConnected + budget.asking);
         expect(budget.available).to.equal(budget.usableConnections - budget.inUse);
         const mine = budget.sluice.find((w) => w.id === worker.identity.id)!;
         expect(mine).to.include({ poolSize: 3, budget: 4 });

@@ -136,10 +136,11 @@ describe('enqueueing', () => {
 
   it('accepts every add_job argument from SQL, by name', async () => {
     const r = await pool.query(
-      "SELECT sluice.add_job('t', '{\"a\":1}', queue => 'q2', run_at => now() + interval '1 hour', priority => 5, max_attempts => 3) AS id",
+      "SELECT sluice.add_job('t', '{\"a\":1}', queue => 'q2', run_at => now() + interval '1 hour', priority => 5, max_attempts => 3, job_key => 'every-arg') AS id",
     );
     const job = (await pool.query('SELECT * FROM sluice.jobs WHERE id = $1', [r.rows[0].id])).rows[0];
-    expect(job).to.include({ queue: 'q2', priority: 5, max_attempts: 3 });
+    expect(job).to.include({ task: 't', queue: 'q2', priority: 5, max_attempts: 3, job_key: 'every-arg' });
+    expect(job.payload).to.deep.equal({ a: 1 });
     expect(job.run_at.getTime()).to.be.greaterThan(Date.now() + 50 * 60_000);
   });
 
@@ -163,6 +164,16 @@ describe('enqueueing', () => {
       ['bulk: not an array', "SELECT sluice.add_jobs('{}')", /add_jobs expects a JSON array of jobs, got object/],
       ['bulk: a bad job names its place', `SELECT sluice.add_jobs('[{"task":"a"},{"task":""}]')`, /task must be a non-empty name \(job 2 of the batch\)/],
       ['bulk: element not an object', `SELECT sluice.add_jobs('[{"task":"a"}, 3]')`, /job 2 of the batch is not a JSON object/],
+      ['job_key empty', "SELECT sluice.add_job('t', job_key => '')", /job_key must be a non-empty string/],
+      ['job_key too long for the index', "SELECT sluice.add_job('t', job_key => (SELECT string_agg(md5(x::text), '') FROM generate_series(1, 100) AS x))", /job_key is 3200 bytes; at most 1024 are accepted/],
+      ['job_key huge', "SELECT sluice.add_job('t', job_key => repeat('k', 200000))", /job_key is 200000 bytes; at most 1024/],
+      ['run_at -infinity (jumping every queue)', "SELECT sluice.add_job('t', run_at => '-infinity')", /run_at must be a finite time, got -infinity/],
+      ['run_at infinity', "SELECT sluice.add_job('t', run_at => 'infinity')", /run_at must be a finite time/],
+      ['blank queue', "SELECT sluice.add_job('t', queue => '   ')", /queue must be a non-blank name/],
+      ['bulk: more than 10000 jobs', `SELECT sluice.add_jobs((SELECT jsonb_agg(jsonb_build_object('task', 't')) FROM generate_series(1, 10001)))`, /add_jobs takes at most 10000 jobs per call, got 10001: split the batch/],
+      ['bulk: a bad key names its place', `SELECT sluice.add_jobs('[{"task":"a"},{"task":"b","job_key":""}]')`, /job_key must be a non-empty string.*\(job 2 of the batch\)/],
+      ['insert bypassing add_job: -infinity run_at', "INSERT INTO sluice.jobs (task, run_at) VALUES ('t', '-infinity')", /jobs_run_at_finite/],
+      ['insert bypassing add_job: blank queue', "INSERT INTO sluice.jobs (task, queue) VALUES ('t', ' ')", /jobs_queue_not_blank/],
       ['insert bypassing add_job: NULL task', 'INSERT INTO sluice.jobs (task) VALUES (NULL)', /null value in column "task"/],
       ['insert bypassing add_job: payload not an object', `INSERT INTO sluice.jobs (task, payload) VALUES ('t', '"s"')`, /jobs_payload_is_object/],
       ['insert bypassing add_job: negative priority', "INSERT INTO sluice.jobs (task, priority) VALUES ('t', -3)", /jobs_priority_valid/],
@@ -185,6 +196,10 @@ describe('enqueueing', () => {
       ['payload with a bigint', () => addJob(pool, { task: 't', payload: { n: 1n } }), /payload.n is a bigint/],
       ['payload with a function', () => addJob(pool, { task: 't', payload: { f: () => 1 } }), /payload.f is a function/],
       ['bad runAt', () => addJob(pool, { task: 't', runAt: 'tomorrow-ish' }), /runAt is not a valid date/],
+      ['empty job key', () => addJob(pool, { task: 't', jobKey: '' }), /jobKey must be a non-empty string/],
+      ['job key over 1024 bytes', () => addJob(pool, { task: 't', jobKey: 'é'.repeat(600) }), /jobKey is 1200 bytes; at most 1024 are accepted/],
+      ['blank queue', () => addJob(pool, { task: 't', queue: '  ' }), /queue must be a non-blank name/],
+      ['bulk: more than 10000', () => addJobs(pool, Array.from({ length: 10_001 }, () => ({ task: 't' }))), /addJobs takes at most 10000 jobs per call, got 10001/],
       ['bulk: the bad job is named', () => addJobs(pool, [{ task: 'a' }, { task: 'b', priority: -1 }]), /priority must be .*\(job 2 of the batch\)/],
     ];
     for (const [name, call, message] of apiCases) {

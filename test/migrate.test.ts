@@ -50,8 +50,17 @@ describe('migrations', () => {
 
   it('keep schemas apart and refuse a schema name that is not an identifier', async () => {
     await migrate(pool, 'other_app');
-    const r = await pool.query("SELECT count(*)::int AS n FROM pg_proc WHERE proname = 'add_job'");
-    expect(r.rows[0].n).to.be.at.least(2);
+    // the functions live in the named schema, with the public signature
+    for (const schema of ['sluice', 'other_app']) {
+      const r = await pool.query(
+        `SELECT p.oid::regprocedure::text AS signature FROM pg_proc p WHERE p.pronamespace = $1::regnamespace AND p.proname IN ('add_job', 'add_jobs') ORDER BY 1`,
+        [schema],
+      );
+      expect(r.rows.map((x) => x.signature)).to.deep.equal([
+        `${schema}.add_job(text,jsonb,text,timestamp with time zone,integer,integer,text)`,
+        `${schema}.add_jobs(jsonb)`,
+      ]);
+    }
     for (const bad of ['Bad', 'x;drop table y', '1abc', '', 'a'.repeat(49)]) {
       let err: Error | undefined;
       try {

@@ -92,8 +92,13 @@ describe('timeouts and cancellation', function () {
     const id = await w.addJob({ task: 'long' });
     await waitFor('the job to run', async () => (await job(id)).status === 'running');
     // a cancellation written by hand sends no notification
-    await pool.query("UPDATE sluice.jobs SET status = 'cancelled', finished_at = now() WHERE id = $1", [id]);
+    const cancelledAt = (await pool.query("UPDATE sluice.jobs SET status = 'cancelled', finished_at = now() WHERE id = $1 RETURNING finished_at", [id])).rows[0].finished_at;
     await waitFor('the handler to be aborted', () => aborted, 10_000);
+    await waitFor('the slot to free', () => w.stats().inFlight === 0);
+    // and nothing the handler did afterwards was written over the cancellation
+    const row = await job(id);
+    expect(row).to.include({ status: 'cancelled', result: null, attempts: 1 });
+    expect(row.finished_at.getTime()).to.equal(cancelledAt.getTime());
   });
 
   it('reports a handler that ignores its signal as stuck, and keeps its slot taken', async () => {

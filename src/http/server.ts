@@ -26,6 +26,8 @@ export interface HttpOptions {
   stallAfterMs?: number;
   /** How often the event loop is sampled (default 500 ms). */
   tickMs?: number;
+  /** How long an idle keep-alive connection stays open (default 5 s). */
+  keepAliveMs?: number;
 }
 
 export interface HttpServer {
@@ -145,7 +147,7 @@ export async function startHttpServer(worker: HttpWorker, opts: HttpOptions): Pr
     });
   });
   // A probe must never wait behind an idle keep-alive socket at shutdown.
-  server.keepAliveTimeout = 5000;
+  server.keepAliveTimeout = opts.keepAliveMs ?? 5000;
 
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error) => {

@@ -1,8 +1,8 @@
 // Where wake-ups come from and where they go: a notification wakes the runner of the queue it
 // names (now, or at its run_at through a due timer); a (re)connect and the safety poll wake every
-// runner, since notifications sent while disconnected are lost. Cancel notifications reach the
-// runner that holds the job. Every notification is a hint: a wake-up costs at most one coalesced
-// claim, however many arrive.
+// runner, since notifications sent while disconnected are lost. Cancel notifications go to the
+// lease, which asks the database before anything is aborted. Every notification is a hint: a
+// wake-up costs at most one coalesced claim, however many arrive.
 import { interval, Subscription } from 'rxjs';
 import type { Events } from '../observe/events.js';
 import type { Runners } from '../runner/runners.js';
@@ -15,6 +15,8 @@ export interface WakeupOptions {
   pollMs: number;
   /** Database clock minus local clock (the lease measures it). */
   clockOffsetMs(): number;
+  /** A notification says a job was cancelled: a hint to check, never a reason to abort. */
+  cancelHint(id: string): void;
   events: Events;
 }
 
@@ -39,7 +41,7 @@ export class Wakeups {
           }
           case 'cancel':
             events.emit({ type: 'notification' });
-            runners.abort(e.id, 'cancelled', 'the job was cancelled');
+            this.opts.cancelHint(e.id);
             return;
           // started once the listener is up: every 'connected' seen here is a reconnect
           case 'connected':

@@ -1,9 +1,11 @@
 // The worker's lease: its row in the workers table, renewed by a heartbeat, vouches for every job
 // it holds (rescuers requeue the jobs of a worker whose heartbeat stops). The same beat asks which
-// of its running jobs it no longer holds (cancelled, rescued), the polling backstop for the cancel
-// notification; puts back claims whose answer was lost with a connection; and measures the
-// database clock so delayed jobs start on its time.
+// of its running jobs it no longer holds (cancelled, rescued); puts back claims whose answer was
+// lost with a connection; and measures the database clock so delayed jobs start on its time.
+// A cancel notification is only a hint (anyone may NOTIFY): it makes the lease ask the database
+// about that job sooner, and only the database's answer aborts a handler.
 import type pg from 'pg';
+import { errorSummary } from '../db/errors.js';
 import { withClient } from '../db/pool.js';
 import type { Queries } from '../db/queries.js';
 import { PeriodicService } from '../maintenance/service.js';
@@ -35,6 +37,8 @@ export interface LeaseOptions {
   held(): HeldJobs;
   /** Called with jobs this worker runs but no longer holds. */
   onLost(jobs: { id: string; status: string | null }[]): void;
+  /** How long a job whose hint found it still held is not asked about again (default 1 s). */
+  hintQuietMs?: number;
   log: Logger;
 }
 
@@ -59,6 +63,11 @@ export class Lease extends PeriodicService {
   /** Start of the current run of successful heartbeats (0 while failing). */
   healthySince = 0;
 
+  private readonly hinted = new Set<string>();
+  /** When each job was last asked about because of a hint. */
+  private readonly askedAt = new Map<string, number>();
+  private asking: Promise<void> | undefined;
+
   constructor(private readonly opts: LeaseOptions) {
     // a lease must be renewed on time whatever happened to the last beat: no jitter, no back-off
     super({ everyMs: opts.intervalMs, firstRunMs: 0, jitter: false, maxBackoff: 1, log: opts.log });
@@ -67,6 +76,48 @@ export class Lease extends PeriodicService {
   /** The database answered a heartbeat within the last three intervals. */
   get healthy(): boolean {
     return this.clock.now() - this.lastBeatAt <= 3 * this.opts.intervalMs;
+  }
+
+  /**
+   * A notification says job `id` was cancelled. Jobs this worker does not run are ignored; the
+   * others are asked about in one query at a time, each at most once per hintQuietMs, so no
+   * stream of notifications costs more than that.
+   */
+  hint(id: string): void {
+    const held = this.opts.held();
+    if (!held.ids.includes(id)) return;
+    const last = this.askedAt.get(id);
+    if (last !== undefined && this.clock.now() - last < (this.opts.hintQuietMs ?? 1000)) return;
+    this.hinted.add(id);
+    this.asking ??= this.askAboutHints().finally(() => {
+      this.asking = undefined;
+    });
+  }
+
+  private async askAboutHints(): Promise<void> {
+    while (this.hinted.size && !this.isStopped) {
+      const held = this.opts.held();
+      const ids: string[] = [];
+      const tokens: string[] = [];
+      for (const id of this.hinted) {
+        const i = held.ids.indexOf(id);
+        if (i >= 0) {
+          ids.push(id);
+          tokens.push(held.tokens[i]!);
+          this.askedAt.set(id, this.clock.now());
+        }
+      }
+      this.hinted.clear();
+      if (!ids.length) return;
+      try {
+        const lost = await withClient(this.opts.pool, (c) => this.opts.queries.lost_jobs.run(c, { ids, tokens }));
+        if (lost.rows.length) this.opts.onLost(lost.rows.map((r) => ({ id: String(r.id), status: r.status ?? null })));
+      } catch (err) {
+        // the next heartbeat asks again
+        this.opts.log.debug({ err: errorSummary(err) }, 'could not check a cancelled job now; the heartbeat will');
+      }
+    }
+    for (const id of this.askedAt.keys()) if (!this.opts.held().ids.includes(id)) this.askedAt.delete(id);
   }
 
   protected async runOnce(): Promise<void> {

@@ -214,7 +214,14 @@ export class Worker {
       },
       log,
     });
-    const wakeups = new Wakeups({ listener, runners, pollMs: config.worker.pollMs, clockOffsetMs: () => lease.clockOffsetMs, events });
+    const wakeups = new Wakeups({
+      listener,
+      runners,
+      pollMs: config.worker.pollMs,
+      clockOffsetMs: () => lease.clockOffsetMs,
+      cancelHint: (id) => lease.hint(id),
+      events,
+    });
     const services = maintenanceServices({ pool, queries, config, events, log, healthySince: () => lease.healthySince });
     this.metrics.attach({
       inFlight: () => runners.inFlight,

@@ -48,7 +48,10 @@ describe('chaos: connections stay bounded', function () {
       { database: { poolSize: 5 }, worker: { concurrency: 50, retryBaseMs: 0 } },
       log,
     );
-    await w.addJobs(Array.from({ length: 20_000 }, (_, i) => ({ task: 'mixed', payload: { i }, maxAttempts: 2 })));
+    // two bulk calls: one call takes at most 10,000 jobs
+    for (const first of [0, 10_000]) {
+      await w.addJobs(Array.from({ length: 10_000 }, (_, i) => ({ task: 'mixed', payload: { i: first + i }, maxAttempts: 2 })));
+    }
     await waitFor('every job to finish', async () => {
       const c = await statusCounts(admin);
       return (c.completed ?? 0) + (c.failed ?? 0) === 20_000;

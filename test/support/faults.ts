@@ -68,7 +68,7 @@ export class ConnectionSampler {
 }
 
 /** A logger whose lines are kept for assertions (and printed with SLUICE_TEST_LOG). */
-export function capturingLogger(): { log: Logger; lines: string[] } {
+export function capturingLogger(level = 'info'): { log: Logger; lines: string[] } {
   const lines: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
@@ -78,5 +78,5 @@ export function capturingLogger(): { log: Logger; lines: string[] } {
       cb();
     },
   });
-  return { log: createLogger({ level: 'info', format: 'json' }, sink), lines };
+  return { log: createLogger({ level, format: 'json' }, sink), lines };
 }
