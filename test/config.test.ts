@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { loadConfig, redactedConfig } from '../src/config/load.js';
+import { queueSlots } from '../src/config/queues.js';
 import { configSchema } from '../src/config/schema.js';
 import { ConfigError } from '../src/errors.js';
 
@@ -34,6 +35,25 @@ describe('configuration', () => {
     expect(c.database.schema).to.equal('sluice');
     expect(c.worker.queues).to.deep.equal(['default']);
     expect(c.http.host).to.equal('127.0.0.1');
+  });
+
+  it('takes worker.queues as a list or as a map with a concurrency per queue, naming the queue when wrong', () => {
+    const c = loadConfig({ file: file('q.yaml', 'worker:\n  concurrency: 20\n  queues:\n    default: {}\n    emails: { concurrency: 5 }\n    reports:\n'), env: {} });
+    expect(queueSlots(c.worker.queues, c.worker.concurrency)).to.deep.equal([
+      { name: 'default', concurrency: 20 },
+      { name: 'emails', concurrency: 5 },
+      { name: 'reports', concurrency: 20 },
+    ]);
+    const fromApi = loadConfig({ env: {}, overrides: { worker: { queues: { a: { concurrency: 2 } } as never } } });
+    expect(queueSlots(fromApi.worker.queues, 10)).to.deep.equal([{ name: 'a', concurrency: 2 }]);
+    const zero = loadError({ file: file('q0.yaml', 'worker:\n  queues:\n    emails: { concurrency: 0 }\n'), env: {} });
+    expect(zero.message).to.match(/worker\.queues: queue "emails": concurrency must be an integer >= 1, got 0/).and.to.include('q0.yaml');
+    const unknown = loadError({ file: file('q1.yaml', 'worker:\n  queues:\n    emails: { concurrancy: 5 }\n'), env: {} });
+    expect(unknown.message).to.match(/queue "emails": unknown setting "concurrancy" \(known: concurrency\)/);
+    const empty = loadError({ file: file('q2.yaml', 'worker:\n  queues: {}\n'), env: {} });
+    expect(empty.message).to.match(/worker\.queues: must be a non-empty list of queue names, or a map/);
+    const twice = loadError({ env: { SLUICE_QUEUES: 'a,b,a' } });
+    expect(twice.message).to.match(/names queue "a" twice/);
   });
 
   it('reads YAML and JSON files; the environment wins over the file, overrides over both', () => {

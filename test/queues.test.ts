@@ -173,6 +173,14 @@ describe('queue control', function () {
     expect(await listQueues(pool, 'sluice')).to.deep.equal([]);
   });
 
+  it('refuses to start with a recurring job whose task has no handler, naming the entry', async () => {
+    const err = await startWorker(url, { work: async () => undefined }, { cron: [{ name: 'nightly', schedule: '0 3 * * *', task: 'report' }] as never }).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(err?.message).to.match(/cron entry nightly: task "report" has no handler in this worker \(handlers: work\)/);
+  });
+
   it('snooze(ms): back to queued, due later, no attempt spent; then it runs again', async () => {
     const runs: { attempt: number; at: number }[] = [];
     const w = await startWorker(url, {
