@@ -1,8 +1,10 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { readHealth, type DatabaseHealth, type HealthThresholds } from '../src/admin/health.js';
+import { startHttpServer, type HttpServer } from '../src/http/server.js';
 import { createTestDatabase, waitFor } from './support/db.js';
-import { migrated } from './support/worker.js';
+import { capturingLogger } from './support/faults.js';
+import { migrated, startWorker, stopWorkers } from './support/worker.js';
 
 const off: HealthThresholds = { xminAgeWarnMs: 0, deadRowsWarn: 0, notifyQueueWarn: 0 };
 
@@ -121,5 +123,75 @@ describe('database health (readHealth)', () => {
     expect(h.connections.used).to.be.at.least(3);
     expect(h.connections.bySluice).to.be.at.least(1);
     expect(h.connections.bySluice).to.be.below(h.connections.used);
+  });
+});
+
+describe('database health in the worker: log, /readyz, /metrics', () => {
+  let url: string;
+  let pool: pg.Pool;
+  let holder: pg.Client | undefined;
+  let server: HttpServer | undefined;
+
+  before(async () => {
+    url = await createTestDatabase();
+    pool = await migrated(url);
+  });
+  afterEach(async () => {
+    await holder?.end().catch(() => undefined);
+    holder = undefined;
+    await server?.close();
+    server = undefined;
+    await stopWorkers();
+  });
+  after(async () => {
+    await pool.end();
+  });
+
+  const get = async (u: string) => {
+    const res = await fetch(u);
+    return { status: res.status, text: await res.text() };
+  };
+
+  it('warns once naming the holder of a real held snapshot, stays ready with a warning field, and clears when it ends', async () => {
+    const { log, lines } = capturingLogger('info');
+    const worker = await startWorker(url, { noop: async () => undefined }, { health: { xminAgeWarnMs: 300, checkEveryMs: 50 } }, log);
+    server = await startHttpServer(worker, { host: '127.0.0.1', port: 0 });
+    await waitFor('the worker to be ready', async () => (await get(`${server!.url}/readyz`)).status === 200);
+
+    holder = new pg.Client({ connectionString: url, application_name: 'analytics-report' });
+    await holder.connect();
+    const pid = (await holder.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+    await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    await holder.query('SELECT count(*) FROM sluice.jobs');
+
+    let ready = { status: 0, text: '{}' };
+    await waitFor('/readyz to show the held horizon', async () => JSON.parse((ready = await get(`${server!.url}/readyz`)).text).warning);
+    expect(ready.status).to.equal(200);
+    const body = JSON.parse(ready.text);
+    expect(body.status).to.equal('ready');
+    expect(body.warning).to.match(new RegExp(`^xmin held \\d+ (ms|s) by pid ${pid} \\(analytics-report, idle in transaction\\)`));
+
+    const metrics = (await get(`${server.url}/metrics`)).text;
+    expect(metrics).to.contain(`sluice_db_xmin_holder{pid="${pid}",application_name="analytics-report",state="idle in transaction"} 1`);
+    expect(metrics).to.contain('sluice_db_health_warning{signal="xmin"} 1');
+    expect(metrics).to.contain('sluice_db_health_up 1');
+    expect(Number(/^sluice_db_xmin_age_seconds (\S+)$/m.exec(metrics)![1])).to.be.at.least(0.3);
+    expect(Number(/^sluice_db_connections_max (\S+)$/m.exec(metrics)![1])).to.be.greaterThan(0);
+
+    // several more checks see the same holder: still one warning line
+    let seen = new Set<unknown>();
+    await waitFor('five more health checks', () => seen.add(worker.health()).size > 5);
+    const warned = () => lines.map((l) => JSON.parse(l)).filter((l) => l.level === 40 && l.signal === 'xmin');
+    expect(warned()).to.have.length(1);
+    expect(warned()[0].msg).to.contain(`by pid ${pid} (analytics-report, idle in transaction)`);
+    expect(warned()[0].holder).to.include({ pid, applicationName: 'analytics-report' });
+
+    await holder.query('COMMIT');
+    await waitFor('the warning to clear', async () => JSON.parse((await get(`${server!.url}/readyz`)).text).warning === undefined);
+    await waitFor('the log to say it cleared', () => lines.some((l) => /xmin back below its threshold/.test(l)));
+    seen = new Set();
+    await waitFor('three more health checks', () => seen.add(worker.health()).size > 3);
+    expect(warned()).to.have.length(1);
+    expect((await get(`${server.url}/metrics`)).text).to.contain('sluice_db_health_warning{signal="xmin"} 0');
   });
 });

@@ -2,8 +2,8 @@
 -- longest: its snapshot (backend_xmin) or its own transaction id (backend_xid) keeps vacuum from
 -- removing dead row versions of the jobs table. Since PostgreSQL 14 only sessions of this database
 -- hold back its tables, so other databases' sessions are left out. The asking session is left out
--- (its snapshot is this statement's), and so are autovacuum workers (vacuum does not hold back
--- vacuum). The oldest by transaction id is the one that holds the
+-- (its snapshot is this statement's), and so are autovacuum workers and a plain VACUUM (vacuum
+-- does not hold back vacuum; VACUUM FULL does). The oldest by transaction id is the one that holds the
 -- horizon; its age in time runs from the start of its transaction (or of its statement, for a
 -- statement outside a transaction block).
 SELECT pid, application_name, state, since,
@@ -18,6 +18,7 @@ FROM (
   WHERE a.datname = current_database()
     AND a.backend_type = 'client backend'
     AND a.pid <> pg_backend_pid()
+    AND NOT (a.state = 'active' AND a.query ~* '^\s*vacuum\y' AND a.query !~* '\yfull\y')
     AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
   UNION ALL
   SELECT NULL, NULL, 'prepared transaction ' || p.gid, p.prepared, age(p.transaction)
