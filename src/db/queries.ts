@@ -16,6 +16,7 @@ export interface ClaimRow {
   max_attempts: number;
   lock_token: string;
   job_key: string | null;
+  traceparent: string | null;
   run_at_ms: EpochMs;
   created_at_ms: EpochMs;
 }

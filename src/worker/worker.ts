@@ -25,6 +25,7 @@ import { Events } from '../observe/events.js';
 import { logEvents } from '../observe/job-log.js';
 import { createLogger, type Logger } from '../observe/logger.js';
 import { Metrics } from '../observe/metrics.js';
+import { activeTracer, traceClaim } from '../observe/tracing.js';
 import { claimJobs } from '../runner/claim.js';
 import { Claimer } from '../runner/claimer.js';
 import { Completer } from '../runner/completer.js';
@@ -172,7 +173,9 @@ export class Worker {
     const completer = new Completer(pool, queries, log);
     const claimer = new Claimer({
       claim: async (demands) => {
-        const jobs = await claimJobs(pool, queries, demands, identity.tasks, identity.id);
+        const claim = () => claimJobs(pool, queries, demands, identity.tasks, identity.id);
+        const tracer = activeTracer();
+        const jobs = tracer ? await traceClaim(tracer, demands.map((d) => d.queue), claim) : await claim();
         events.emit({ type: 'claim', jobs: jobs.length });
         return jobs;
       },
