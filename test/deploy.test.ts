@@ -15,6 +15,7 @@ import { ScaledObject, TriggerAuthentication } from '@kubernetes-models/keda/ked
 import ts from 'typescript';
 import { loadConfig } from '../src/config/load.js';
 import { configSchema, type SluiceConfig } from '../src/config/schema.js';
+import { Metrics } from '../src/observe/metrics.js';
 import { createTestDatabase } from './support/db.js';
 import { migrated } from './support/worker.js';
 
@@ -679,5 +680,49 @@ describe('KEDA autoscaling (keda-scaledobject.yaml)', () => {
     const need = (scaled.spec.maxReplicaCount + 1) * (workerSettings.database.poolSize + 1) + 1;
     expect(need).to.be.at.most(105);
     expect(readFileSync(path.join(k8sDir, file), 'utf8')).to.contain(`= ${need} connections at most`);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Grafana
+
+describe('Grafana dashboard (deploy/grafana/sluice-dashboard.json)', () => {
+  const dashboard = JSON.parse(readFileSync(path.join(root, 'deploy', 'grafana', 'sluice-dashboard.json'), 'utf8')) as Obj;
+  const registered = new Metrics().registry.getMetricsAsArray().map((m) => ({ name: m.name, type: String(m.type) }));
+  const panels = (dashboard.panels as Obj[]).flatMap((p) => [p, ...((p.panels as Obj[] | undefined) ?? [])]);
+  const exprs = panels.flatMap((p) => ((p.targets as Obj[] | undefined) ?? []).map((t) => String(t.expr)));
+
+  /** Names of sluice metrics an expression reads that the code does not export (a histogram's series included). */
+  const unknownMetrics = (expr: string): string[] =>
+    [...expr.matchAll(/\bsluice_[a-z0-9_]+\b/g)]
+      .map((m) => m[0])
+      .filter((name) => !registered.some((r) => r.name === name || (r.type === 'histogram' && ['_bucket', '_sum', '_count'].some((s) => name === r.name + s))));
+
+  it('reads only metrics the code exports', () => {
+    expect(exprs.length).to.be.greaterThan(10);
+    const variables = (dashboard.templating.list as Obj[]).map((v) => JSON.stringify(v.query ?? ''));
+    expect([...exprs, ...variables].flatMap(unknownMetrics)).to.deep.equal([]);
+    expect(unknownMetrics('rate(sluice_jobs_complete_total[5m]) + sluice_job_lag_seconds_bucket'), 'a misspelt name is caught').to.deep.equal([
+      'sluice_jobs_complete_total',
+    ]);
+  });
+
+  it('shows every database health metric', () => {
+    const shown = new Set(exprs.flatMap((e) => [...e.matchAll(/\bsluice_[a-z0-9_]+\b/g)].map((m) => m[0])));
+    const health = registered.map((r) => r.name).filter((n) => n.startsWith('sluice_db_'));
+    expect(health.length).to.be.greaterThan(10);
+    expect(health.filter((n) => !shown.has(n))).to.deep.equal([]);
+  });
+
+  it('is an importable dashboard: a uid, unique panel ids, a Prometheus datasource variable on every query', () => {
+    expect(dashboard.uid).to.match(/^[a-z0-9-]{1,40}$/);
+    const ids = panels.map((p) => p.id);
+    expect(new Set(ids).size).to.equal(ids.length);
+    expect((dashboard.templating.list as Obj[]).find((v) => v.name === 'datasource')).to.include({ type: 'datasource', query: 'prometheus' });
+    for (const p of panels.filter((x) => x.type !== 'row')) {
+      expect(p.gridPos.w + p.gridPos.x, `panel ${p.title} fits the 24-column grid`).to.be.at.most(24);
+      expect(p.datasource.uid, p.title).to.equal('${datasource}');
+      for (const t of p.targets as Obj[]) expect(t.expr, `${p.title} ${t.refId}`).to.be.a('string').and.not.equal('');
+    }
   });
 });
