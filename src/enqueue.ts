@@ -18,12 +18,17 @@ export interface JobSpec {
   maxAttempts?: number;
   /** At most one unfinished job per key and producer login: adding a duplicate returns the holder's id. */
   jobKey?: string;
+  /**
+   * Groups jobs for the queue's key_concurrency (sluice.set_queue_limits): at most that many
+   * jobs with the same key run at once, across all workers. A customer id, say.
+   */
+  concurrencyKey?: string;
 }
 
-
-/** The same limits as the SQL functions (sql/migrations/0008). */
+/** The same limits as the SQL functions (sql/migrations/0008, 0009). */
 export const MAX_JOBS_PER_CALL = 10_000;
 export const MAX_JOB_KEY_BYTES = 1024;
+export const MAX_CONCURRENCY_KEY_BYTES = 255;
 
 /** Enqueues one job; resolves to its id (or the id of the unfinished job holding its key). */
 export async function addJob(db: Queryable, job: JobSpec, schema = 'sluice'): Promise<string> {
@@ -38,6 +43,7 @@ export async function addJob(db: Queryable, job: JobSpec, schema = 'sluice'): Pr
       priority: row.priority,
       maxAttempts: row.max_attempts,
       jobKey: row.job_key,
+      concurrencyKey: row.concurrency_key,
     }),
   );
   return String(res.rows[0]!.id);
@@ -64,6 +70,7 @@ interface Row {
   priority: number | null;
   max_attempts: number | null;
   job_key: string | null;
+  concurrency_key: string | null;
 }
 
 function toRow(job: JobSpec, position: number | undefined): Row {
@@ -100,6 +107,11 @@ function toRow(job: JobSpec, position: number | undefined): Row {
     const bytes = Buffer.byteLength(job.jobKey);
     if (bytes > MAX_JOB_KEY_BYTES) fail(`jobKey is ${bytes} bytes; at most ${MAX_JOB_KEY_BYTES} are accepted`);
   }
+  if (job.concurrencyKey !== undefined && job.concurrencyKey !== null) {
+    if (typeof job.concurrencyKey !== 'string' || job.concurrencyKey === '') fail('concurrencyKey must be a non-empty string (or omitted for none)');
+    const bytes = Buffer.byteLength(job.concurrencyKey);
+    if (bytes > MAX_CONCURRENCY_KEY_BYTES) fail(`concurrencyKey is ${bytes} bytes; at most ${MAX_CONCURRENCY_KEY_BYTES} are accepted`);
+  }
   return {
     task: job.task,
     payload,
@@ -108,6 +120,7 @@ function toRow(job: JobSpec, position: number | undefined): Row {
     priority: job.priority ?? null,
     max_attempts: job.maxAttempts ?? null,
     job_key: job.jobKey ?? null,
+    concurrency_key: job.concurrencyKey ?? null,
   };
 }
 

@@ -57,7 +57,7 @@ describe('migrations', () => {
         [schema],
       );
       expect(r.rows.map((x) => x.signature)).to.deep.equal([
-        `${schema}.add_job(text,jsonb,text,timestamp with time zone,integer,integer,text)`,
+        `${schema}.add_job(text,jsonb,text,timestamp with time zone,integer,integer,text,text)`,
         `${schema}.add_jobs(jsonb)`,
       ]);
     }
