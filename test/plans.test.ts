@@ -120,7 +120,8 @@ describe('query plans with 300,000 finished jobs', function () {
       .filter(([, query]) => /(?<!')(?<!VACUUM )"sluice"\.jobs\b/.test(query.text))
       .map(([name]) => name)
       .sort();
-    expect(touching).to.deep.equal(Object.keys(params).sort());
+    // claim_controlled_jobs reads the table inside a function: its scans are counted above
+    expect(touching).to.deep.equal([...Object.keys(params), 'claim_controlled_jobs'].sort());
   });
 });
 

@@ -126,7 +126,7 @@ const catalog = {
   cancel_backend: def<{ pid: number }>('queries/cancel_backend.sql', rare),
   // enqueueing runs on the caller's connections, which may sit behind any pooler: never prepared
   add_job: def<
-    { task: string; payload: string; queue: string | null; runAt: string | null; priority: number | null; maxAttempts: number | null; jobKey: string | null; concurrencyKey: string | null },
+    { task: string; payload: string; queue: string | null; runAt: string | null; priority: number | null; maxAttempts: number | null; jobKey: string | null; concurrencyKey: string | null; traceparent: string | null },
     { id: string }
   >('queries/add_job.sql', rare),
   add_jobs: def<{ jobs: string }, { ids: string[] }>('queries/add_jobs.sql', rare),
