@@ -186,9 +186,10 @@ export class Worker {
     const controlled = new ControlledQueues({ pool, queries, log });
     const claimer = new Claimer({
       claim: async (demands) => {
-        const claim = () => claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current);
         const tracer = activeTracer();
-        const claimed = tracer ? await traceClaim(tracer, demands.map((d) => d.queue), claim, (c) => c.jobs.length) : await claim();
+        const claimed = tracer
+          ? await traceClaim(tracer, demands.map((d) => d.queue), () => claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current), (c) => c.jobs.length)
+          : await claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current);
         events.emit({ type: 'claim', jobs: claimed.jobs.length });
         return claimed;
       },
