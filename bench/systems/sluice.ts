@@ -1,7 +1,10 @@
 // sluice adapter: the Worker from src/worker/worker.ts with database.poolSize 4, producers through the
-// public addJob/addJobs of src/enqueue.ts.
+// public addJob/addJobs of src/enqueue.ts. The "sluice-limited" variant is the same worker on a
+// queue with a cluster-wide concurrency limit equal to its slots: the limit never binds, so the
+// difference is what the exact limit costs (its claims go through claim_controlled_jobs).
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
+import { setQueueLimits } from '../../src/admin/queues.js';
 import { migrate } from '../../src/db/migrate.js';
 import { channelFor } from '../../src/db/sql.js';
 import { addJob, addJobs } from '../../src/enqueue.js';
@@ -26,6 +29,12 @@ export const variants: VariantInfo[] = [
     system: 'sluice',
     label: 'sluice',
     describe: (c) => `worker.concurrency ${c}, database.poolSize ${POOL_SIZE}`,
+  },
+  {
+    id: 'sluice-limited',
+    system: 'sluice',
+    label: 'sluice, queue limit',
+    describe: (c) => `as sluice, and sluice.set_queue_limits('default', concurrency => ${c})`,
   },
 ];
 
@@ -94,6 +103,12 @@ export const adapter: SystemAdapter = {
   async preload() {},
 
   async startWorker(url, opts: WorkerOptions): Promise<RunningWorker> {
+    const admin = producerPool(url);
+    try {
+      await setQueueLimits(admin, SCHEMA, 'default', { concurrency: opts.variant === 'sluice-limited' ? opts.concurrency : null });
+    } finally {
+      await admin.end();
+    }
     const worker = new Worker({
       config: {
         database: { url, poolSize: POOL_SIZE },

@@ -6,8 +6,9 @@
 // outcome is still being written, so claiming overlaps writing; but never with more than
 // `maxBacklog` outcomes waiting, so a slow database slows claiming instead of piling up jobs.
 // A queue limit that holds a claim back (cluster-wide concurrency, key concurrency, rate) stops
-// the asking until the limit may allow a start again: when the rate window frees a start, when a
-// job of this runner ends, or after `heldRetryMs` (a job ending on another worker tells no one).
+// the asking until the limit may allow a start again: when the rate window frees a start, when the
+// outcome of a job of this runner is written, or after `heldRetryMs` (a job ending on another
+// worker tells no one).
 import { Subject, Subscription, from, mergeMap } from 'rxjs';
 import { errorSummary } from '../db/errors.js';
 import type { AbortCause } from '../errors.js';
@@ -52,6 +53,9 @@ export class QueueRunner implements ClaimTarget {
   private heldTimer: Timer | undefined;
   /** Held by a rate limit: a job ending here frees nothing, only time does. */
   private heldByRate = false;
+  /** Outcomes of this runner's jobs written so far, and that count when the last claim was asked for. */
+  private outcomesWritten = 0;
+  private outcomesWrittenAtAsk = 0;
   private readonly clock: Clock;
 
   constructor(private readonly opts: QueueRunnerOptions) {
@@ -75,11 +79,14 @@ export class QueueRunner implements ClaimTarget {
 
   ask(): Ask | undefined {
     if (!this.started || this.stopped || this.free === 0 || this.heldTimer || this.drainedAt === this.wakeGeneration) return undefined;
+    this.outcomesWrittenAtAsk = this.outcomesWritten;
     return { want: this.free, generation: this.wakeGeneration };
   }
 
   deliver(jobs: ClaimedJob[], ask: Ask, heldBack?: { retryMs: number | null }): void {
-    if (heldBack) this.holdBack(heldBack.retryMs);
+    // a concurrency limit counted jobs whose outcomes were written meanwhile: ask again at once
+    if (heldBack && heldBack.retryMs === null && this.outcomesWritten !== this.outcomesWrittenAtAsk) this.opts.claimer.requestSoon();
+    else if (heldBack) this.holdBack(heldBack.retryMs);
     else if (jobs.length < ask.want) this.drainedAt = ask.generation;
     this.free -= jobs.length;
     for (const job of jobs) this.jobs$.next(job);
@@ -147,7 +154,16 @@ export class QueueRunner implements ClaimTarget {
       running.handlerDone = true;
       const done = written
         .catch((err) => this.opts.log.error({ err: errorSummary(err), jobId: job.id }, 'writing the outcome failed'))
-        .finally(() => this.running.delete(job.id));
+        .finally(() => {
+          this.running.delete(job.id);
+          this.outcomesWritten++;
+          // the job no longer counts as running in the database: a concurrency limit that held
+          // claims back may allow one now
+          if (this.heldTimer && !this.heldByRate) {
+            this.endHold();
+            this.opts.claimer.requestSoon();
+          }
+        });
       if (this.opts.backlog() > this.opts.maxBacklog) await done;
     } catch (err) {
       this.running.delete(job.id);
@@ -156,8 +172,6 @@ export class QueueRunner implements ClaimTarget {
       this.active--;
       this.free++;
       if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-      // a job of this queue ended: a concurrency limit that held claims back may allow one now
-      if (!this.heldByRate) this.endHold();
       if (this.drainedAt !== this.wakeGeneration) this.opts.claimer.requestSoon();
     }
   }
