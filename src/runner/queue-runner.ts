@@ -9,6 +9,10 @@
 // the asking until the limit may allow a start again: when the rate window frees a start, when the
 // outcome of a job of this runner is written, or after `heldRetryMs` (a job ending on another
 // worker tells no one).
+// With `prefetch`, a claim also takes up to that many jobs ahead of the free slots: claimed (held
+// under the worker's lease and fencing, like running jobs) but not started, each handed to mergeMap
+// only when a slot frees, so mergeMap still never buffers. Fewer, larger claims; the prefetched
+// jobs are released at shutdown. Never for a queue with limits: they would count as running.
 import { Subject, Subscription, from, mergeMap } from 'rxjs';
 import { errorSummary } from '../db/errors.js';
 import type { AbortCause } from '../errors.js';
@@ -29,6 +33,10 @@ export interface QueueRunnerOptions {
   maxBacklog: number;
   /** How soon to ask again after a concurrency limit held a claim back. */
   heldRetryMs: number;
+  /** Jobs to claim ahead of the free slots (0: none). */
+  prefetch?: number;
+  /** False while the queue has limits or a pause: then nothing is claimed ahead. */
+  mayPrefetch?: () => boolean;
   log: Logger;
   clock?: Clock;
 }
@@ -41,6 +49,8 @@ export class QueueRunner implements ClaimTarget {
   private readonly subscription = new Subscription();
   /** Slots with no job claimed for them. */
   private free: number;
+  /** Jobs claimed ahead of the free slots, in claim order: held, not started. */
+  readonly prefetched: ClaimedJob[] = [];
   /** Jobs whose handler mergeMap has started. */
   private active = 0;
   private wakeGeneration = 0;
@@ -78,9 +88,14 @@ export class QueueRunner implements ClaimTarget {
   }
 
   ask(): Ask | undefined {
-    if (!this.started || this.stopped || this.free === 0 || this.heldTimer || this.drainedAt === this.wakeGeneration) return undefined;
+    if (!this.started || this.stopped || this.heldTimer || this.drainedAt === this.wakeGeneration) return undefined;
+    const ahead = (this.opts.prefetch ?? 0) > 0 && (this.opts.mayPrefetch?.() ?? true) ? this.opts.prefetch! : 0;
+    // a slot without a job to hand it, or the jobs held ahead down to half: one claim for both
+    const short = this.free > this.prefetched.length || (ahead > 0 && this.prefetched.length <= ahead / 2);
+    const want = this.free + ahead - this.prefetched.length;
+    if (!short || want <= 0) return undefined;
     this.outcomesWrittenAtAsk = this.outcomesWritten;
-    return { want: this.free, generation: this.wakeGeneration };
+    return { want, generation: this.wakeGeneration };
   }
 
   deliver(jobs: ClaimedJob[], ask: Ask, heldBack?: { retryMs: number | null }): void {
@@ -88,8 +103,21 @@ export class QueueRunner implements ClaimTarget {
     if (heldBack && heldBack.retryMs === null && this.outcomesWritten !== this.outcomesWrittenAtAsk) this.opts.claimer.requestSoon();
     else if (heldBack) this.holdBack(heldBack.retryMs);
     else if (jobs.length < ask.want) this.drainedAt = ask.generation;
-    this.free -= jobs.length;
-    for (const job of jobs) this.jobs$.next(job);
+    this.prefetched.push(...jobs);
+    this.startPrefetched();
+  }
+
+  /** Hands held jobs to free slots, oldest claim first (none once stopping: they are released). */
+  private startPrefetched(): void {
+    while (!this.stopped && this.free > 0 && this.prefetched.length) {
+      this.free--;
+      this.jobs$.next(this.prefetched.shift()!);
+    }
+  }
+
+  /** Takes back the jobs held ahead (shutdown): they go back to queued, their attempt not spent. */
+  takePrefetched(): ClaimedJob[] {
+    return this.prefetched.splice(0);
   }
 
   /** The queue's settings changed (limits raised, resumed): ask at once, whatever held it back. */
@@ -125,8 +153,10 @@ export class QueueRunner implements ClaimTarget {
     return this.inFlight - this.active;
   }
 
-  /** Aborts the job if this runner runs it. */
+  /** Aborts the job if this runner runs it; a job held ahead is dropped (it never started). */
   abort(id: string, cause: AbortCause, message: string): void {
+    const i = this.prefetched.findIndex((j) => j.id === id);
+    if (i >= 0) this.prefetched.splice(i, 1);
     this.running.get(id)?.abort(cause, message);
   }
 
@@ -171,7 +201,13 @@ export class QueueRunner implements ClaimTarget {
     } finally {
       this.active--;
       this.free++;
-      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+      if (this.prefetched.length) {
+        // on the next turn: handed over now, the job would wait in mergeMap for this slot's end
+        setImmediate(() => {
+          this.startPrefetched();
+          if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+        });
+      } else if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
       if (this.drainedAt !== this.wakeGeneration) this.opts.claimer.requestSoon();
     }
   }

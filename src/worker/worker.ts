@@ -225,6 +225,8 @@ export class Worker {
           backlog: () => completer.backlog,
           maxBacklog: identity.concurrency,
           heldRetryMs: Math.min(250, config.worker.pollMs),
+          prefetch: config.worker.prefetch,
+          mayPrefetch: () => !controlled.current.has(q.name),
           log,
         }),
     );
@@ -262,6 +264,7 @@ export class Worker {
     }
     this.metrics.attach({
       inFlight: () => runners.inFlight,
+      prefetched: () => runners.prefetched,
       pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
       listenerConnected: () => listener.connected,
       listenerFailedAttempts: () => listener.failedAttempts,
@@ -295,11 +298,12 @@ export class Worker {
     return this.parts?.healthCheck.warnings.map((w) => w.message) ?? [];
   }
 
-  /** Jobs running now and claimed jobs waiting for a slot (always 0). */
-  stats(): { inFlight: number; buffered: number; poolTotal: number; poolIdle: number; poolWaiting: number; listenerConnected: boolean; listenerError?: string } {
+  /** Jobs running now, claimed jobs waiting inside mergeMap (always 0), and jobs claimed ahead (worker.prefetch). */
+  stats(): { inFlight: number; buffered: number; prefetched: number; poolTotal: number; poolIdle: number; poolWaiting: number; listenerConnected: boolean; listenerError?: string } {
     return {
       inFlight: this.parts?.runners.inFlight ?? 0,
       buffered: this.parts?.runners.buffered ?? 0,
+      prefetched: this.parts?.runners.prefetched ?? 0,
       poolTotal: this.pool?.totalCount ?? 0,
       poolIdle: this.pool?.idleCount ?? 0,
       poolWaiting: this.pool?.waitingCount ?? 0,
@@ -321,6 +325,7 @@ export class Worker {
     const { runners } = parts;
     runners.stopClaiming();
     parts.claimer.stop();
+    await runners.releasePrefetched();
     log.info({ inFlight: runners.inFlight, graceMs: config.worker.shutdownGraceMs }, 'stopping: no new jobs; waiting for running jobs');
     if ((await withTimeout(runners.whenIdle(), config.worker.shutdownGraceMs)) === TIMED_OUT && runners.holding) {
       await runners.abortAndRelease();
