@@ -16,6 +16,8 @@ import { loadQueries, type Queries } from '../db/queries.js';
 import { channelFor } from '../db/sql.js';
 import { addJob, addJobs, type JobSpec } from '../enqueue.js';
 import { SluiceError } from '../errors.js';
+import type { DatabaseHealth } from '../admin/health.js';
+import { HealthCheck } from '../maintenance/health-check.js';
 import { maintenanceServices } from '../maintenance/index.js';
 import type { Service } from '../maintenance/service.js';
 import { Listener } from '../notify/listener.js';
@@ -26,6 +28,7 @@ import { createLogger, type Logger } from '../observe/logger.js';
 import { Metrics } from '../observe/metrics.js';
 import { CronScheduler } from '../cron/scheduler.js';
 import { cronStore } from '../cron/store.js';
+import { activeTracer, traceClaim } from '../observe/tracing.js';
 import { claimJobs } from '../runner/claim.js';
 import { Claimer } from '../runner/claimer.js';
 import { ControlledQueues } from '../runner/controlled-queues.js';
@@ -67,6 +70,7 @@ interface Parts {
   runners: Runners;
   wakeups: Wakeups;
   lease: Lease;
+  healthCheck: HealthCheck;
   services: Service[];
 }
 
@@ -189,7 +193,10 @@ export class Worker {
     const controlled = new ControlledQueues({ pool, queries, log });
     const claimer = new Claimer({
       claim: async (demands) => {
-        const claimed = await claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current);
+        const tracer = activeTracer();
+        const claimed = tracer
+          ? await traceClaim(tracer, demands.map((d) => d.queue), () => claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current), (c) => c.jobs.length)
+          : await claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current);
         events.emit({ type: 'claim', jobs: claimed.jobs.length });
         return claimed;
       },
@@ -250,7 +257,8 @@ export class Worker {
         }),
       events,
     });
-    const services = maintenanceServices({ pool, queries, config, events, log, healthySince: () => lease.healthySince });
+    const healthCheck = new HealthCheck({ pool, schema: config.database.schema, thresholds: config.health, everyMs: config.health.checkEveryMs, log });
+    const services = [...maintenanceServices({ pool, queries, config, events, log, healthySince: () => lease.healthySince }), healthCheck];
     if (config.cron.length) {
       services.push(new CronScheduler({ entries: config.cron, store: cronStore(pool, queries), clockOffsetMs: () => lease.clockOffsetMs, log: log.child({ part: 'cron' }) }));
     }
@@ -261,8 +269,9 @@ export class Worker {
       listenerConnected: () => listener.connected,
       listenerFailedAttempts: () => listener.failedAttempts,
       queueStats: () => this.queueStats(),
+      health: () => ({ health: healthCheck.latest, warnings: healthCheck.warnings }),
     });
-    return { pool, listener, completer, claimer, controlled, runners, wakeups, lease, services };
+    return { pool, listener, completer, claimer, controlled, runners, wakeups, lease, healthCheck, services };
   }
 
   /**
@@ -277,6 +286,16 @@ export class Worker {
   /** Running, listening, and the database answered the last heartbeat in time. */
   get ready(): boolean {
     return this.state === 'running' && (this.parts?.listener.connected ?? false) && (this.parts?.lease.healthy ?? false);
+  }
+
+  /** The database health check's last reading (undefined before the first, or when the last failed). */
+  health(): DatabaseHealth | undefined {
+    return this.parts?.healthCheck.latest;
+  }
+
+  /** The health thresholds passed at the last check: /readyz shows them, still ready. */
+  healthWarnings(): string[] {
+    return this.parts?.healthCheck.warnings.map((w) => w.message) ?? [];
   }
 
   /** Jobs running now, claimed jobs waiting inside mergeMap (always 0), and jobs claimed ahead (worker.prefetch). */
