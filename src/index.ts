@@ -13,6 +13,7 @@ export {
   retryJob,
   runJobNow,
   cancelJob,
+  deleteJob,
   JOB_STATUSES,
   type JobStatus,
   type JobSummary,

@@ -229,6 +229,13 @@ export const configSchema = {
       default: 8787,
       env: 'SLUICE_HTTP_PORT',
     },
+    dashboardToken: {
+      doc: 'Token that opens /dashboard/ (login form or Authorization: Bearer). Empty: the dashboard is read-only and served only on a loopback http.host.',
+      format: String,
+      default: '',
+      env: 'SLUICE_DASHBOARD_TOKEN',
+      sensitive: true,
+    },
   },
   log: {
     level: {
