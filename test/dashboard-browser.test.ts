@@ -44,9 +44,8 @@ describe('dashboard in Chromium', function () {
     browser = await launchChromium();
     page = await browser.newPage();
     // a script that runs from the data would set window.__xss; a blocked one reports a CSP violation
-    await page.addInitScript(() => {
-      (window as unknown as { __violations: string[] }).__violations = [];
-      document.addEventListener('securitypolicyviolation', (e) => (window as unknown as { __violations: string[] }).__violations.push(e.violatedDirective));
+    await page.addInitScript({
+      content: "window.__violations = []; document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(e.violatedDirective));",
     });
   });
   after(async () => {
@@ -90,7 +89,7 @@ describe('dashboard in Chromium', function () {
     await page.selectOption('select[name=state]', 'failed');
     await page.fill('input[name=task]', 'flaky');
     await page.click('button:has-text("Filter")');
-    await page.waitForFunction(() => location.hash.includes('state=failed'));
+    await page.waitForFunction("location.hash.includes('state=failed')");
     const rows = page.locator('table.jobs tbody tr');
     await waitFor('one failed flaky job listed', async () => (await rows.count()) === 1);
     expect(await rows.locator('.state').textContent()).to.equal('failed');
@@ -118,8 +117,8 @@ describe('dashboard in Chromium', function () {
     // no element was made from the data, no script ran, and none was even attempted (CSP would report it)
     const inert = async (where: string) => {
       expect(await page.locator('main img, main script').count(), where).to.equal(0);
-      expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss), where).to.equal(undefined);
-      expect(await page.evaluate(() => (window as unknown as { __violations: string[] }).__violations), where).to.deep.equal([]);
+      expect(await page.evaluate('window.__xss'), where).to.equal(undefined);
+      expect(await page.evaluate('window.__violations'), where).to.deep.equal([]);
     };
     await page.goto(`${http.url}/dashboard/#/jobs?queue=xss`);
     await page.locator('table.jobs tbody tr').first().waitFor();

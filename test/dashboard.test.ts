@@ -31,6 +31,8 @@ async function addFailed(pool: pg.Pool, task: string, error: string, fields: Rec
   return String(rows[0].id);
 }
 
+const body = (res: Response): Promise<any> => res.json();
+
 const status = async (pool: pg.Pool, id: string) => (await pool.query('SELECT status FROM sluice.jobs WHERE id = $1', [id])).rows[0]?.status as string | undefined;
 
 describe('dashboard access and API', function () {
@@ -62,12 +64,12 @@ describe('dashboard access and API', function () {
       expect(page.status).to.equal(200);
       expect(page.headers.get('content-security-policy')).to.match(/script-src 'self' 'sha256-/);
       expect((await fetch(`${open.url}/dashboard/api/overview`)).status).to.equal(200);
-      const session = await (await fetch(`${open.url}/dashboard/api/session`)).json();
+      const session = await body(await fetch(`${open.url}/dashboard/api/session`));
       expect(session).to.include({ readOnly: true, csrf: null });
       for (const action of ['retry', 'cancel', 'run-now', 'delete']) {
         const res = await post(open.url, `api/jobs/${id}/${action}`, {});
         expect(res.status, action).to.equal(403);
-        expect((await res.json()).error).to.match(/read-only.*http\.dashboardToken/);
+        expect((await body(res)).error).to.match(/read-only.*http\.dashboardToken/);
       }
       expect((await post(open.url, 'api/jobs/bulk', { action: 'retry', filter: { state: 'failed' } })).status).to.equal(403);
       expect(await status(pool, id)).to.equal('failed');
@@ -98,7 +100,7 @@ describe('dashboard access and API', function () {
       expect(cookie).to.not.include(TOKEN);
       const value = cookie.split(';')[0]!;
       expect((await fetch(`${locked.url}/dashboard/`, { headers: { cookie: value } })).status).to.equal(200);
-      const session = await (await fetch(`${locked.url}/dashboard/api/session`, { headers: { cookie: value } })).json();
+      const session = await body(await fetch(`${locked.url}/dashboard/api/session`, { headers: { cookie: value } }));
       expect(session.csrf).to.be.a('string').with.length.above(20);
     });
 
@@ -106,11 +108,11 @@ describe('dashboard access and API', function () {
       const id = await addFailed(pool, 'csrf', 'boom');
       const login = await fetch(`${locked.url}/dashboard/login`, { method: 'POST', body: new URLSearchParams({ token: TOKEN }), redirect: 'manual' });
       const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
-      const { csrf } = await (await fetch(`${locked.url}/dashboard/api/session`, { headers: { cookie } })).json();
+      const { csrf } = await body(await fetch(`${locked.url}/dashboard/api/session`, { headers: { cookie } }));
 
       const forged = await post(locked.url, `api/jobs/${id}/retry`, {}, { cookie });
       expect(forged.status).to.equal(403);
-      expect((await forged.json()).error).to.match(/CSRF/);
+      expect((await body(forged)).error).to.match(/CSRF/);
       expect((await post(locked.url, `api/jobs/${id}/retry`, {}, { cookie, 'x-sluice-csrf': 'guess' })).status).to.equal(403);
       // a form post (what another site can send without a preflight) is refused too
       const form = await fetch(`${locked.url}/dashboard/api/jobs/${id}/retry`, { method: 'POST', headers: { cookie, 'x-sluice-csrf': csrf, 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1' });
@@ -119,7 +121,7 @@ describe('dashboard access and API', function () {
 
       const ok = await post(locked.url, `api/jobs/${id}/retry`, {}, { cookie, 'x-sluice-csrf': csrf });
       expect(ok.status).to.equal(200);
-      expect(await ok.json()).to.deep.equal({ id, status: 'queued' });
+      expect(await body(ok)).to.deep.equal({ id, status: 'queued' });
       expect(await status(pool, id)).to.equal('queued');
     });
 
@@ -128,7 +130,7 @@ describe('dashboard access and API', function () {
       const id = await addFailed(pool, 'acts', 'boom');
       const act = async (action: string) => {
         const res = await post(locked.url, `api/jobs/${id}/${action}`, {}, bearer);
-        return { status: res.status, body: await res.json() };
+        return { status: res.status, body: await body(res) };
       };
       expect((await act('run-now')).status).to.equal(409);
       expect(await act('retry')).to.deep.equal({ status: 200, body: { id, status: 'queued' } });
@@ -155,10 +157,10 @@ describe('dashboard access and API', function () {
       const other = await addFailed(pool, 'bulk', 'network down', { queue: 'bulk-q' });
       const refused = await post(locked.url, 'api/jobs/bulk', { action: 'retry', filter: { queue: 'bulk-q' } }, bearer);
       expect(refused.status).to.equal(400);
-      expect((await refused.json()).error).to.match(/state filter/);
+      expect((await body(refused)).error).to.match(/state filter/);
       const res = await post(locked.url, 'api/jobs/bulk', { action: 'retry', filter: { queue: 'bulk-q', state: 'failed', error: 'DISK' } }, bearer);
       expect(res.status).to.equal(200);
-      expect(await res.json()).to.deep.equal({ done: 5, skipped: 0, next: null });
+      expect(await body(res)).to.deep.equal({ done: 5, skipped: 0, next: null });
       for (const id of ids) expect(await status(pool, id)).to.equal('queued');
       expect(await status(pool, other)).to.equal('failed');
     });
@@ -167,7 +169,7 @@ describe('dashboard access and API', function () {
   describe('job list and detail', () => {
     const get = async (path: string) => {
       const res = await fetch(`${open.url}/dashboard/api/${path}`);
-      return { status: res.status, body: await res.json() };
+      return { status: res.status, body: await body(res) };
     };
 
     it('pages newest first by keyset without gaps or repeats, with every filter', async () => {
@@ -258,10 +260,10 @@ describe('dashboard access and API', function () {
       expect((await fetch(`${base}/dashboard/api/workers`)).status).to.equal(401);
       const workers = await waitFor('the worker to be listed', async () => {
         const res = await fetch(`${base}/dashboard/api/workers`, { headers: { authorization: `Bearer ${TOKEN}` } });
-        const list = (await res.json()) as { alive: boolean }[];
+        const list = (await body(res)) as { alive: boolean }[];
         return list.some((w) => w.alive) ? list : undefined;
       });
-      expect(workers.length).to.be.above(0);
+      expect(workers!.length).to.be.above(0);
       cli.signal('SIGTERM');
       expect((await cli.exited).code).to.equal(0);
     });
