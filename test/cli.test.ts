@@ -280,7 +280,7 @@ describe('sluice CLI', function () {
     it('shows jobs per queue and state, live workers with their heartbeat age, and the connection budget', async () => {
       const worker = await startWorker(statusUrl, { noop: async () => undefined }, { worker: { queues: ['elsewhere'] } });
       const status = await runJson(['status'], { env: statusEnv });
-      expect(status).to.have.keys('queues', 'workers', 'unserved', 'unhandled', 'budget');
+      expect(status).to.have.keys('queues', 'workers', 'unserved', 'unhandled', 'budget', 'health');
       // the only live worker takes 'elsewhere': the jobs waiting in 'reports' have nobody
       expect(status.unserved).to.deep.equal(['reports']);
       expect(status.queues).to.have.lengthOf(2);
@@ -303,6 +303,27 @@ describe('sluice CLI', function () {
       expect(text.stdout).to.match(/\d+s ago\s+alive/);
       expect(text.stdout).to.match(/Queues no live worker takes .*\n\s+reports: 2 runnable, 1 scheduled\n/);
       expect(text.stdout).to.match(/Connections\n\s+max_connections \d+, reserved \d+, in use \d+ \(sluice \d+, others \d+, this command 1\), available \d+/);
+    });
+
+    it('prints database health: the session holding the xmin horizon, the jobs table, the notification queue, connections', async () => {
+      const holder = new pg.Client({ connectionString: statusUrl, application_name: 'nightly-export' });
+      await holder.connect();
+      try {
+        const pid = (await holder.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+        await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+        await holder.query('SELECT count(*) FROM sluice.jobs');
+        const env = { ...statusEnv, SLUICE_HEALTH_XMIN_AGE_WARN_MS: '1' };
+        const json = await runJson<{ health: { xmin: { pid: number; applicationName: string }; warnings: string[] } }>(['status'], { env });
+        expect(json.health.xmin).to.include({ pid, applicationName: 'nightly-export' });
+        const text = await runCli(['status'], { env });
+        expect(text.code).to.equal(0);
+        expect(text.stdout).to.match(new RegExp(`Database health\\n  xmin horizon: held \\d+ (ms|s) by pid ${pid} \\(nightly-export, idle in transaction\\) since \\d{4}-`));
+        expect(text.stdout).to.match(/\n  jobs table: \d+ live rows, \d+ dead, [\d.]+ MB \+ [\d.]+ MB indexes; last vacuum /);
+        expect(text.stdout).to.match(/\n  notification queue: [\d.]+% used\n  connections: \d+ of max_connections \d+ \(sluice \d+\)\n/);
+        expect(text.stdout).to.match(new RegExp(`\\n  WARNING: xmin held \\d+ (ms|s) by pid ${pid} \\(nightly-export`));
+      } finally {
+        await holder.end();
+      }
     });
 
     it('prints the connection budget: allowed, held by each sluice worker, held by others, and whether one more fits', async () => {

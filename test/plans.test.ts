@@ -62,6 +62,34 @@ describe('query plans with 300,000 finished jobs', function () {
     });
   }
 
+  // KEDA polls `SELECT sluice.queue_depth('default')`; EXPLAIN of the call shows only a Result, so
+  // auto_explain reports the plans of the statement inside the function
+  for (const call of ["sluice.queue_depth('default')", 'sluice.queue_depth()']) {
+    it(`${call} reads sluice.jobs through indexes only`, async () => {
+      const c = await pool.connect();
+      const plans: PlanNode[] = [];
+      const onNotice = (n: { message?: string }) => {
+        const json = n.message?.slice(n.message.indexOf('{'));
+        if (json) plans.push(JSON.parse(json).Plan);
+      };
+      c.on('notice', onNotice);
+      try {
+        await c.query("LOAD 'auto_explain'");
+        await c.query('SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice; SET auto_explain.log_format = json');
+        const depth = (await c.query(`SELECT ${call} AS n`)).rows[0].n;
+        // 100 added, 10 of them running
+        expect(Number(depth)).to.equal(90);
+      } finally {
+        c.off('notice', onNotice);
+        await c.query('RESET ALL').catch(() => undefined);
+        c.release(true);
+      }
+      const scans = plans.flatMap((p) => scansOf(p));
+      expect(scans, `${call} scans jobs with: ${scans.join(', ')}`).to.not.be.empty;
+      expect(scans, `${call} scans jobs with: ${scans.join(', ')}`).to.not.include('Seq Scan');
+    });
+  }
+
   it('every query that touches sluice.jobs is checked here', () => {
     const touching = Object.entries(q)
       // the statements a worker runs all the time (sql/queries), not the operator's (sql/admin)

@@ -24,6 +24,6 @@ SET status = 'running', attempts = j.attempts + 1, locked_by = :worker_id, locke
     lock_token = nextval(':"schema".lock_tokens')
 -- by id through the primary key, whatever the planner guesses about the size of the backlog
 WHERE j.id = ANY (ARRAY(SELECT id FROM next))
-RETURNING j.id, j.queue, j.task, j.payload, j.priority, j.attempts, j.max_attempts, j.lock_token, j.job_key,
+RETURNING j.id, j.queue, j.task, j.payload, j.priority, j.attempts, j.max_attempts, j.lock_token, j.job_key, j.traceparent,
           -- times as epoch milliseconds: a number is far cheaper for the worker to read than a timestamp
           date_part('epoch', j.run_at) * 1000 AS run_at_ms, date_part('epoch', j.created_at) * 1000 AS created_at_ms

@@ -28,6 +28,13 @@ convict.addFormat({
   coerce: (v: unknown) => (typeof v === 'string' && v.trim().toLowerCase() in BOOLEAN_WORDS ? BOOLEAN_WORDS[v.trim().toLowerCase()] : v),
 });
 convict.addFormat({
+  name: 'ratio',
+  validate(value: unknown) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 1) throw new Error('must be a number from 0 to 1');
+  },
+  coerce: (v: unknown) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v),
+});
+convict.addFormat({
   name: 'identifier',
   validate(value: unknown) {
     assertIdentifier(String(value));
@@ -208,6 +215,32 @@ export const configSchema = {
       format: 'int>=0',
       default: 100000,
       env: 'SLUICE_VACUUM_DEAD_ROWS',
+    },
+  },
+  health: {
+    xminAgeWarnMs: {
+      doc: "Warn (log, /readyz warning field, metric) when a session has held this database's xmin horizon this long: vacuum cannot remove the jobs table's dead rows meanwhile. 0: never.",
+      format: 'int>=0',
+      default: 300000,
+      env: 'SLUICE_HEALTH_XMIN_AGE_WARN_MS',
+    },
+    deadRowsWarn: {
+      doc: 'Warn when the jobs table holds more dead row versions than this (claims slow down as they pile up). 0: never.',
+      format: 'int>=0',
+      default: 1000000,
+      env: 'SLUICE_HEALTH_DEAD_ROWS_WARN',
+    },
+    notifyQueueWarn: {
+      doc: 'Warn when the NOTIFY queue is this full (pg_notification_queue_usage(), 0..1); when full, every notifying commit fails. 0: never.',
+      format: 'ratio',
+      default: 0.5,
+      env: 'SLUICE_HEALTH_NOTIFY_QUEUE_WARN',
+    },
+    checkEveryMs: {
+      doc: 'How often the worker reads these signals (one short borrow of a pool connection).',
+      format: 'int>=1',
+      default: 15000,
+      env: 'SLUICE_HEALTH_CHECK_EVERY_MS',
     },
   },
   http: {

@@ -16,6 +16,7 @@ export interface ClaimRow {
   max_attempts: number;
   lock_token: string;
   job_key: string | null;
+  traceparent: string | null;
   run_at_ms: EpochMs;
   created_at_ms: EpochMs;
 }
@@ -98,6 +99,17 @@ const catalog = {
   prune_lock: def<Record<string, never>, { got: boolean }>('queries/prune_lock.sql'),
   prune_jobs: def<{ keepCompletedMs: number; keepFailedMs: number; batchSize: number }>('queries/prune_jobs.sql'),
   dead_rows: def<Record<string, never>, { dead: string; may_vacuum: boolean }>('queries/dead_rows.sql'),
+  // database health, read by the worker's health check and by `sluice status`
+  health_xmin: def<Record<string, never>, { pid: number | null; application_name: string | null; state: string | null; since: Date | null; age_ms: number | null }>(
+    'queries/health_xmin.sql',
+  ),
+  health_jobs_table: def<
+    Record<string, never>,
+    { live_rows: number; dead_rows: number; table_bytes: number; index_bytes: number; last_vacuum: Date | null; last_autovacuum: Date | null }
+  >('queries/health_jobs_table.sql'),
+  health_server: def<Record<string, never>, { notify_queue_usage: number; max_connections: number; used: number; by_sluice: number }>(
+    'queries/health_server.sql',
+  ),
   vacuum_lock: def<Record<string, never>, { got: boolean }>('queries/vacuum_lock.sql', rare),
   vacuum_unlock: def('queries/vacuum_unlock.sql', rare),
   vacuum_timeout: def<{ timeout: string }>('queries/vacuum_timeout.sql', rare),

@@ -3,6 +3,8 @@
 //             loop has been stuck for many seconds, which means "restart me".
 //   /readyz   readiness: 200 only while the worker is running with its listener connected; 503
 //             with a small JSON reason otherwise. It fails first during a graceful shutdown.
+//             Database health warnings show in a `warning` field, and the worker stays ready: a
+//             restart would not release a horizon another session holds.
 //   /metrics  Prometheus text from the worker's registry.
 //   /dashboard/  the dashboard (src/dashboard/), when one is given.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -17,6 +19,8 @@ export interface HttpWorker {
   readonly state: string;
   readonly metrics: { registry: Registry };
   stats?(): { listenerConnected: boolean; listenerError?: string };
+  /** Database health thresholds passed (a held xmin horizon, say): shown, never a reason to be unready. */
+  healthWarnings?(): string[];
 }
 
 export interface HttpOptions {
@@ -128,9 +132,11 @@ export async function startHttpServer(worker: HttpWorker, opts: HttpOptions): Pr
       }
       case '/readyz': {
         const r = readiness(worker);
+        const warnings = worker.healthWarnings?.() ?? [];
+        const warning = warnings.length ? { warning: warnings.join('; ') } : {};
         return r.ready
-          ? send(res, 200, { status: 'ready' }, head)
-          : send(res, 503, { status: 'not ready', reason: r.reason }, head);
+          ? send(res, 200, { status: 'ready', ...warning }, head)
+          : send(res, 503, { status: 'not ready', reason: r.reason, ...warning }, head);
       }
       case '/metrics': {
         const registry = worker.metrics.registry;

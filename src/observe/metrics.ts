@@ -1,6 +1,7 @@
 // Prometheus metrics, one registry per worker. Counters follow the worker's events (a few map
 // lookups per job); gauges that need the database are read at scrape time.
 import client from 'prom-client';
+import type { DatabaseHealth, HealthSignal } from '../admin/health.js';
 import type { Events, JobRef, SluiceEvent } from './events.js';
 
 type Labels = { queue: string; task: string };
@@ -13,7 +14,11 @@ export interface MetricsSources {
   listenerFailedAttempts(): number;
   /** Queue depth and oldest runnable age, read from the database at scrape time. */
   queueStats(): Promise<{ queue: string; status: string; count: number; oldestRunnableSeconds: number | null }[]>;
+  /** The health check's last reading (undefined: none yet, or the last one failed) and the signals past their thresholds. */
+  health(): { health: DatabaseHealth | undefined; warnings: readonly { signal: HealthSignal }[] };
 }
+
+const HEALTH_SIGNALS: readonly HealthSignal[] = ['xmin', 'dead_rows', 'notify_queue'];
 
 interface JobFamilies {
   started: client.Counter<'queue' | 'task'>;
@@ -82,6 +87,7 @@ export class Metrics {
 
   constructor() {
     const r = [this.registry];
+    this.registerHealth(r);
     const jobCounter = (name: string, help: string) =>
       new client.Counter({ name, help, labelNames: ['queue', 'task'] as const, registers: r });
     this.counters = {
@@ -154,6 +160,64 @@ export class Metrics {
         } catch {
           this.set(0);
         }
+      },
+    });
+  }
+
+  /** Gauges of the database's health, from the health check's last reading (a scrape does not query for them). */
+  private registerHealth(r: client.Registry[]): void {
+    const self = this;
+    const gauge = (name: string, help: string, read: (h: DatabaseHealth) => number | null) =>
+      new client.Gauge({
+        name,
+        help,
+        registers: r,
+        collect() {
+          this.reset();
+          const h = self.sources?.health().health;
+          const v = h ? read(h) : null;
+          if (v !== null) this.set(v);
+        },
+      });
+    const epoch = (iso: string | null) => (iso ? Date.parse(iso) / 1000 : null);
+    gauge('sluice_db_xmin_age_seconds', "How long the oldest holder of this database's xmin horizon has held it (0: nobody).", (h) => (h.xmin?.ageMs ?? 0) / 1000);
+    new client.Gauge({
+      name: 'sluice_db_xmin_holder',
+      help: 'The session holding the xmin horizon the longest (value 1; pid, application_name and state as labels). Absent when nobody holds it.',
+      labelNames: ['pid', 'application_name', 'state'] as const,
+      registers: r,
+      collect() {
+        this.reset();
+        const x = self.sources?.health().health?.xmin;
+        if (x) this.set({ pid: x.pid === null ? '' : String(x.pid), application_name: x.applicationName ?? '', state: x.state ?? '' }, 1);
+      },
+    });
+    gauge('sluice_db_jobs_live_rows', 'Live rows of the jobs table (statistics estimate).', (h) => h.jobsTable.liveRows);
+    gauge('sluice_db_jobs_dead_rows', 'Dead row versions in the jobs table that vacuum has not removed yet.', (h) => h.jobsTable.deadRows);
+    gauge('sluice_db_jobs_table_bytes', 'Size of the jobs table (with TOAST), without its indexes.', (h) => h.jobsTable.tableBytes);
+    gauge('sluice_db_jobs_index_bytes', "Size of the jobs table's indexes.", (h) => h.jobsTable.indexBytes);
+    gauge('sluice_db_jobs_last_vacuum_timestamp_seconds', 'When the jobs table was last vacuumed by a VACUUM command (0: never).', (h) => epoch(h.jobsTable.lastVacuum));
+    gauge('sluice_db_jobs_last_autovacuum_timestamp_seconds', 'When autovacuum last vacuumed the jobs table (0: never).', (h) => epoch(h.jobsTable.lastAutovacuum));
+    gauge('sluice_db_notify_queue_usage', 'Fraction of the NOTIFY queue in use (pg_notification_queue_usage()).', (h) => h.notifyQueueUsage);
+    gauge('sluice_db_connections_used', 'Client connections open on the server now.', (h) => h.connections.used);
+    gauge('sluice_db_connections_max', 'The server\'s max_connections.', (h) => h.connections.max);
+    gauge('sluice_db_connections_sluice', 'Client connections whose application_name starts with "sluice".', (h) => h.connections.bySluice);
+    new client.Gauge({
+      name: 'sluice_db_health_warning',
+      help: 'Per signal (xmin, dead_rows, notify_queue): 1 while past its health.* threshold.',
+      labelNames: ['signal'] as const,
+      registers: r,
+      collect() {
+        const current = new Set(self.sources?.health().warnings.map((w) => w.signal));
+        for (const signal of HEALTH_SIGNALS) this.set({ signal }, current.has(signal) ? 1 : 0);
+      },
+    });
+    new client.Gauge({
+      name: 'sluice_db_health_up',
+      help: '1 when the last health check could read the database.',
+      registers: r,
+      collect() {
+        this.set(self.sources?.health().health ? 1 : 0);
       },
     });
   }

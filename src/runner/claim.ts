@@ -17,6 +17,8 @@ export interface ClaimedJob {
   token: string;
   jobKey: string | null;
   createdAt: Date;
+  /** W3C trace context of whoever added the job (its run span links to it). */
+  traceparent?: string | null;
 }
 
 /** Up to `limit` jobs of `queue`. */
@@ -52,5 +54,6 @@ export async function claimJobs(pool: pg.Pool, queries: Queries, demands: ClaimD
     token: String(r.lock_token),
     jobKey: r.job_key,
     createdAt: new Date(r.created_at_ms),
+    traceparent: r.traceparent,
   }));
 }

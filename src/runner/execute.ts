@@ -7,6 +7,7 @@ import type { Queries } from '../db/queries.js';
 import { isPermanent, JobAbortedError } from '../errors.js';
 import type { Events } from '../observe/events.js';
 import type { Logger } from '../observe/logger.js';
+import { activeTracer, runInSpan, startRunSpan, traceOutcome } from '../observe/tracing.js';
 import type { JobContext, JobDb, JobInfo, TaskDefinition } from '../tasks.js';
 import { TIMED_OUT, withTimeout } from '../util/time.js';
 import type { ClaimedJob } from './claim.js';
@@ -129,9 +130,11 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
   deps.events.emit({ type: 'job.started', job, lagMs: Date.now() - job.runAt.getTime() });
 
   const ctx = new HandlerContext(running, new JobLog(deps.log, job), deps);
+  const tracer = activeTracer();
+  const span = tracer && startRunSpan(tracer, job);
   let handlerDone: Promise<unknown>;
   try {
-    handlerDone = Promise.resolve(def.handler(job.payload, ctx));
+    handlerDone = Promise.resolve(span ? runInSpan(span, () => def.handler(job.payload, ctx)) : def.handler(job.payload, ctx));
   } catch (err) {
     handlerDone = Promise.reject(err);
   }
@@ -164,7 +167,8 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
     );
   });
 
-  const written = writeOutcome(running, outcome, deps, (performance.now() - started) / 1000);
+  const seconds = (performance.now() - started) / 1000;
+  const written = span ? traceOutcome(tracer, span, outcome, () => writeOutcome(running, outcome, deps, seconds)) : writeOutcome(running, outcome, deps, seconds);
   if (running.abortedBy) await waitForStuckHandler(handlerDone, running, deps);
   return { written };
 }

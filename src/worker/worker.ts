@@ -15,6 +15,8 @@ import { loadQueries, type Queries } from '../db/queries.js';
 import { channelFor } from '../db/sql.js';
 import { addJob, addJobs, type JobSpec } from '../enqueue.js';
 import { SluiceError } from '../errors.js';
+import type { DatabaseHealth } from '../admin/health.js';
+import { HealthCheck } from '../maintenance/health-check.js';
 import { maintenanceServices } from '../maintenance/index.js';
 import type { Service } from '../maintenance/service.js';
 import { Listener } from '../notify/listener.js';
@@ -23,6 +25,7 @@ import { Events } from '../observe/events.js';
 import { logEvents } from '../observe/job-log.js';
 import { createLogger, type Logger } from '../observe/logger.js';
 import { Metrics } from '../observe/metrics.js';
+import { activeTracer, traceClaim } from '../observe/tracing.js';
 import { claimJobs } from '../runner/claim.js';
 import { Claimer } from '../runner/claimer.js';
 import { Completer } from '../runner/completer.js';
@@ -62,6 +65,7 @@ interface Parts {
   runners: Runners;
   wakeups: Wakeups;
   lease: Lease;
+  healthCheck: HealthCheck;
   services: Service[];
 }
 
@@ -169,7 +173,9 @@ export class Worker {
     const completer = new Completer(pool, queries, log);
     const claimer = new Claimer({
       claim: async (demands) => {
-        const jobs = await claimJobs(pool, queries, demands, identity.tasks, identity.id);
+        const claim = () => claimJobs(pool, queries, demands, identity.tasks, identity.id);
+        const tracer = activeTracer();
+        const jobs = tracer ? await traceClaim(tracer, demands.map((d) => d.queue), claim) : await claim();
         events.emit({ type: 'claim', jobs: jobs.length });
         return jobs;
       },
@@ -222,15 +228,17 @@ export class Worker {
       cancelHint: (id) => lease.hint(id),
       events,
     });
-    const services = maintenanceServices({ pool, queries, config, events, log, healthySince: () => lease.healthySince });
+    const healthCheck = new HealthCheck({ pool, schema: config.database.schema, thresholds: config.health, everyMs: config.health.checkEveryMs, log });
+    const services = [...maintenanceServices({ pool, queries, config, events, log, healthySince: () => lease.healthySince }), healthCheck];
     this.metrics.attach({
       inFlight: () => runners.inFlight,
       pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
       listenerConnected: () => listener.connected,
       listenerFailedAttempts: () => listener.failedAttempts,
       queueStats: () => this.queueStats(),
+      health: () => ({ health: healthCheck.latest, warnings: healthCheck.warnings }),
     });
-    return { pool, listener, completer, claimer, runners, wakeups, lease, services };
+    return { pool, listener, completer, claimer, runners, wakeups, lease, healthCheck, services };
   }
 
   /**
@@ -245,6 +253,16 @@ export class Worker {
   /** Running, listening, and the database answered the last heartbeat in time. */
   get ready(): boolean {
     return this.state === 'running' && (this.parts?.listener.connected ?? false) && (this.parts?.lease.healthy ?? false);
+  }
+
+  /** The database health check's last reading (undefined before the first, or when the last failed). */
+  health(): DatabaseHealth | undefined {
+    return this.parts?.healthCheck.latest;
+  }
+
+  /** The health thresholds passed at the last check: /readyz shows them, still ready. */
+  healthWarnings(): string[] {
+    return this.parts?.healthCheck.warnings.map((w) => w.message) ?? [];
   }
 
   /** Jobs running now and claimed jobs waiting for a slot (always 0). */

@@ -2,6 +2,7 @@
 // `sluice budget` (the connection budget in detail).
 import type { Command } from 'commander';
 import { checkBudget, readBudget, type Budget } from '../../admin/budget.js';
+import { describeHolder, formatDuration, readHealth, type DatabaseHealth } from '../../admin/health.js';
 import { listWorkers, queueStatus, unhandledTasks, unservedQueues, type QueueStatus, type WorkerStatus } from '../../admin/status.js';
 import { common, loadCliConfig, withDatabase, type CommonOptions } from '../context.js';
 import { fields, formatAge, indent, print, printJson, table } from '../output.js';
@@ -18,17 +19,18 @@ export function register(program: Command): void {
 async function cmdStatus(opts: CommonOptions): Promise<void> {
   const config = loadCliConfig(opts);
   const rescueAfterMs = config.worker.rescueAfterMs;
-  const { queues, workers, unhandled, budget } = await withDatabase(config, async (pool, schema) => {
+  const { queues, workers, unhandled, budget, health } = await withDatabase(config, async (pool, schema) => {
     const workers = await listWorkers(pool, schema, rescueAfterMs);
     return {
       queues: await queueStatus(pool, schema),
       workers,
       unhandled: await unhandledTasks(pool, schema, workers),
       budget: await readBudget(pool, schema, { rescueAfterMs }),
+      health: await readHealth(pool, schema, config.health),
     };
   });
   const unserved = unservedQueues(queues, workers);
-  if (opts.json) return printJson({ queues, workers, unserved, unhandled, budget });
+  if (opts.json) return printJson({ queues, workers, unserved, unhandled, budget, health });
   printQueues(queues);
   print();
   printWorkers(workers, rescueAfterMs);
@@ -52,6 +54,22 @@ async function cmdStatus(opts: CommonOptions): Promise<void> {
       `(sluice ${budget.sluiceConnected}, others ${budget.others}, this command ${budget.asking}), available ${budget.available}`,
   );
   print(`  live workers may hold ${budget.sluiceBudget} of ${budget.usableConnections} usable (poolSize + 1 each)`);
+  print();
+  printHealth(health);
+}
+
+function printHealth(h: DatabaseHealth): void {
+  const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  const j = h.jobsTable;
+  print('Database health');
+  print(`  xmin horizon: ${h.xmin ? `held ${formatDuration(h.xmin.ageMs)} by ${describeHolder(h.xmin)} since ${h.xmin.since ?? '?'}` : 'not held by another session'}`);
+  print(
+    `  jobs table: ${j.liveRows} live rows, ${j.deadRows} dead, ${mb(j.tableBytes)} + ${mb(j.indexBytes)} indexes; ` +
+      `last vacuum ${j.lastVacuum ?? 'never'}, last autovacuum ${j.lastAutovacuum ?? 'never'}`,
+  );
+  print(`  notification queue: ${(h.notifyQueueUsage * 100).toFixed(1)}% used`);
+  print(`  connections: ${h.connections.used} of max_connections ${h.connections.max} (sluice ${h.connections.bySluice})`);
+  for (const w of h.warnings) print(`  WARNING: ${w}`);
 }
 
 function printQueues(queues: QueueStatus[]): void {
