@@ -35,13 +35,14 @@ async function main(): Promise<void> {
   const url = cluster.url();
   const pool = new pg.Pool({ connectionString: url, max: 2, application_name: 'billing-app' });
   const workers: Worker[] = [];
+  const cleanups: (() => Promise<void>)[] = [];
   let http: Awaited<ReturnType<typeof startHttpServer>> | undefined;
   try {
     await migrate(pool, 'sluice');
     // an hour of history: completed and failed jobs spread over the last 60 minutes
     await pool.query(`
-      INSERT INTO sluice.jobs (task, queue, status, attempts, payload, last_error, errors, run_at, created_at, started_at, finished_at)
-      SELECT task, queue, status, CASE WHEN status = 'failed' THEN 3 ELSE 1 END, jsonb_build_object('n', g),
+      INSERT INTO sluice.jobs (task, queue, status, attempts, max_attempts, payload, last_error, errors, run_at, created_at, started_at, finished_at)
+      SELECT task, queue, status, CASE WHEN status = 'failed' THEN 3 ELSE 1 END, 3, jsonb_build_object('n', g),
              CASE WHEN status = 'failed' THEN 'Error: card declined (' || g || ')' END,
              CASE WHEN status = 'failed' THEN jsonb_build_array(jsonb_build_object('attempt', 3, 'at', t, 'error', 'Error: card declined (' || g || ')')) ELSE '[]' END,
              t, t, t - interval '300 milliseconds', t
@@ -66,14 +67,14 @@ async function main(): Promise<void> {
         });
         return { resized: true };
       },
-      charge_card: async (payload: { amount?: number }) => {
-        if (++declined % 2 === 1) throw new Error(`card declined: insufficient funds for ${payload.amount ?? 0} EUR`);
+      charge_card: async (payload: { amount?: number; customer?: string }) => {
+        if (payload.customer === 'cus_1' || ++declined % 2 === 1) throw new Error(`card declined: insufficient funds for ${payload.amount ?? 0} EUR`);
         return { charged: payload.amount };
       },
     };
     for (const queues of [['default', 'billing'], ['images']]) {
       const w = new Worker({
-        config: { database: { url, poolSize: 3 }, worker: { queues, concurrency: 4, retryBaseMs: 60_000, pollMs: 1000 }, http: { enabled: false } },
+        config: { database: { url, poolSize: 3 }, worker: { queues, concurrency: 4, retryBaseMs: 200, retryMaxMs: 400, pollMs: 1000 }, http: { enabled: false } },
         tasks,
         logger: log,
       });
@@ -81,13 +82,19 @@ async function main(): Promise<void> {
       workers.push(w);
     }
     await pool.query("SELECT sluice.add_job('resize_image', jsonb_build_object('image', 'cat-' || g || '.png', 'width', 800), queue => 'images') FROM generate_series(1, 6) g");
-    await pool.query("SELECT sluice.add_job('charge_card', jsonb_build_object('amount', 42 + g, 'customer', 'cus_' || g), queue => 'billing', max_attempts => 1) FROM generate_series(1, 4) g");
+    await pool.query("SELECT sluice.add_job('charge_card', jsonb_build_object('amount', 42 + g, 'customer', 'cus_' || g), queue => 'billing', max_attempts => 3) FROM generate_series(1, 4) g");
     await pool.query("SELECT sluice.add_job('send_email', jsonb_build_object('to', 'user' || g || '@example.com', 'template', 'welcome')) FROM generate_series(1, 20) g");
-    await until('jobs to run', async () => (await pool.query("SELECT count(*)::int AS n FROM sluice.jobs WHERE queue = 'billing' AND status = 'failed' AND started_at > now() - interval '1 minute'")).rows[0].n >= 2);
+    await until('a job to fail three times', async () => (await pool.query("SELECT count(*)::int AS n FROM sluice.jobs WHERE payload->>'customer' = 'cus_1' AND status = 'failed'")).rows[0].n >= 1);
     await until('slow jobs to run', async () => (await pool.query("SELECT count(*)::int AS n FROM sluice.jobs WHERE status = 'running'")).rows[0].n >= 4);
-    const failed = (await pool.query("SELECT id FROM sluice.jobs WHERE queue = 'billing' AND status = 'failed' ORDER BY id DESC LIMIT 1")).rows[0].id as string;
+    const failed = (await pool.query("SELECT id FROM sluice.jobs WHERE payload->>'customer' = 'cus_1'")).rows[0].id as string;
+    // an analytics session that holds the xmin horizon, for the health page
+    const analytics = new pg.Client({ connectionString: url, application_name: 'metabase' });
+    await analytics.connect();
+    await analytics.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    await analytics.query('SELECT count(*) FROM sluice.jobs');
+    cleanups.push(() => analytics.end());
 
-    const dashboard = createDashboard({ pool: () => workers[0]!.db, schema: 'sluice', token: TOKEN, rescueAfterMs: 15_000, log: silentLogger() });
+    const dashboard = createDashboard({ pool: () => workers[0]!.db, schema: 'sluice', token: TOKEN, rescueAfterMs: 15_000, health: { xminAgeWarnMs: 1000, deadRowsWarn: 100_000, notifyQueueWarn: 0.5 }, log: silentLogger() });
     http = await startHttpServer({ ready: true, state: 'running', metrics: { registry: new Registry() } }, { host: '127.0.0.1', port: 0, dashboard });
     const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
     try {
@@ -103,6 +110,7 @@ async function main(): Promise<void> {
         ['job', `#/jobs/${failed}`, 'table.attempts tbody tr'],
         ['workers', '#/workers', 'table.workers tbody tr'],
         ['connections', '#/budget', '[data-testid=max-connections]'],
+        ['health', '#/health', '[data-testid=health-warnings]'],
       ];
       for (const [name, hash, ready] of shots) {
         await page.goto(`${http.url}/dashboard/${hash}`);
@@ -115,6 +123,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await http?.close();
+    for (const c of cleanups) await c().catch(() => undefined);
     for (const w of workers) await w.stop().catch(() => undefined);
     await pool.end();
     await cluster.destroy();

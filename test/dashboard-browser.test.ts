@@ -39,7 +39,7 @@ describe('dashboard in Chromium', function () {
         return { recovered: true };
       },
     });
-    const dashboard = createDashboard({ pool: () => worker.db, schema: 'sluice', token: TOKEN, rescueAfterMs: 15_000, log: silentLogger() });
+    const dashboard = createDashboard({ pool: () => worker.db, schema: 'sluice', token: TOKEN, rescueAfterMs: 15_000, health: { xminAgeWarnMs: 60_000, deadRowsWarn: 100_000, notifyQueueWarn: 0.5 }, log: silentLogger() });
     http = await startHttpServer({ ready: true, state: 'running', metrics: { registry: new Registry() } }, { host: '127.0.0.1', port: 0, dashboard });
     browser = await launchChromium();
     page = await browser.newPage();

@@ -16,7 +16,7 @@ const TOKEN = 'correct horse battery staple';
 const self = { ready: true, state: 'running', metrics: { registry: new Registry() } };
 
 async function serve(pool: pg.Pool, token: string): Promise<HttpServer> {
-  const dashboard = createDashboard({ pool: () => pool, schema: 'sluice', token, rescueAfterMs: 15_000, log: silentLogger() });
+  const dashboard = createDashboard({ pool: () => pool, schema: 'sluice', token, rescueAfterMs: 15_000, health: { xminAgeWarnMs: 1, deadRowsWarn: 100_000, notifyQueueWarn: 0.5 }, log: silentLogger() });
   return startHttpServer(self, { host: '127.0.0.1', port: 0, dashboard });
 }
 
@@ -231,6 +231,26 @@ describe('dashboard access and API', function () {
       expect(q).to.include({ runnable: 3, scheduled: 1, running: 0, completed: 1, failed: 1, cancelled: 0 });
       expect(q.series.minutes).to.have.length(60);
       expect(q.series.completed.reduce((a: number, b: number) => a + b, 0)).to.equal(1);
+    });
+  });
+
+  describe('database health', () => {
+    it('names the session that holds the xmin horizon, with a warning past the threshold', async () => {
+      const holder = new pg.Client({ connectionString: url, application_name: 'nightly-report' });
+      await holder.connect();
+      try {
+        await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+        const pid = (await holder.query('SELECT pg_backend_pid() AS pid, txid_current()')).rows[0].pid as number;
+        const res = await fetch(`${open.url}/dashboard/api/health`);
+        expect(res.status).to.equal(200);
+        const health = await body(res);
+        expect(health.xmin).to.include({ pid, applicationName: 'nightly-report', state: 'idle in transaction' });
+        expect(health.warnings.join('\n')).to.match(new RegExp(`xmin held .* by pid ${pid} \\(nightly-report, idle in transaction\\)`));
+        expect(health.connections.max).to.be.above(0);
+      } finally {
+        await holder.query('ROLLBACK').catch(() => undefined);
+        await holder.end();
+      }
     });
   });
 

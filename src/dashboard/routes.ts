@@ -5,6 +5,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type pg from 'pg';
 import { readBudget } from '../admin/budget.js';
+import { readHealth, type HealthThresholds } from '../admin/health.js';
 import { JobNotFoundError, JobStateError, SluiceError } from '../errors.js';
 import type { Logger } from '../observe/logger.js';
 import { redact } from '../util/redact.js';
@@ -20,6 +21,8 @@ export interface DashboardOptions {
   token: string;
   /** worker.rescueAfterMs: a worker silent longer is shown as dead. */
   rescueAfterMs: number;
+  /** config health.*: what the health page marks as a warning. */
+  health: HealthThresholds;
   log: Logger;
 }
 
@@ -72,6 +75,7 @@ export function createDashboard(opts: DashboardOptions): DashboardHandler {
       return readWorkers(pool, schema, opts.rescueAfterMs, await readBudget(pool, schema, { rescueAfterMs: opts.rescueAfterMs }));
     },
     budget: () => readBudget(opts.pool(), schema, { rescueAfterMs: opts.rescueAfterMs }),
+    health: () => readHealth(opts.pool(), schema, opts.health),
   };
 
   async function api(req: IncomingMessage, res: ServerResponse, access: Access, url: URL, route: string): Promise<void> {

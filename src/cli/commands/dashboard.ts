@@ -57,6 +57,7 @@ async function cmdDashboard(opts: DashboardCliOptions): Promise<void> {
     schema: config.database.schema,
     token: config.http.dashboardToken,
     rescueAfterMs: config.worker.rescueAfterMs,
+    health: config.health,
     log,
   });
   // /healthz and /readyz answer for this process; /metrics is empty (it runs no jobs)

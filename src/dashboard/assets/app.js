@@ -358,11 +358,50 @@ function Budget() {
   `;
 }
 
+const bytes = (n) => (n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(1)} GiB` : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(0)} KiB`);
+
+function Health() {
+  const { data: d, error } = usePoll('health');
+  if (!d) return html`<${ErrorBanner} error=${error} /><p>Loading…</p>`;
+  const x = d.xmin;
+  return html`
+    <${ErrorBanner} error=${error} />
+    ${d.warnings.length
+      ? html`<ul class="warnings" data-testid="health-warnings">${d.warnings.map((w) => html`<li>${w}</li>`)}</ul>`
+      : html`<p class="notice" data-testid="health-ok">No health warning.</p>`}
+    <h3>Oldest xmin horizon</h3>
+    ${x
+      ? html`<table class="fields">
+          <tr><th>held for</th><td data-testid="xmin-age">${age(x.ageMs)}</td></tr>
+          <tr><th>by</th><td>${x.pid === null ? 'a prepared transaction' : `pid ${x.pid}`}</td></tr>
+          <tr><th>application_name</th><td>${x.applicationName ?? '-'}</td></tr>
+          <tr><th>state</th><td>${x.state ?? '-'}</td></tr>
+          <tr><th>since</th><td>${time(x.since)}</td></tr>
+        </table>`
+      : html`<p>No other session holds the horizon back.</p>`}
+    <h3>Jobs table</h3>
+    <table class="fields">
+      <tr><th>live rows</th><td>${d.jobsTable.liveRows}</td></tr>
+      <tr><th>dead rows</th><td data-testid="dead-rows">${d.jobsTable.deadRows}</td></tr>
+      <tr><th>table size</th><td>${bytes(d.jobsTable.tableBytes)}</td></tr>
+      <tr><th>index size</th><td>${bytes(d.jobsTable.indexBytes)}</td></tr>
+      <tr><th>last vacuum</th><td>${time(d.jobsTable.lastVacuum)}</td></tr>
+      <tr><th>last autovacuum</th><td>${time(d.jobsTable.lastAutovacuum)}</td></tr>
+    </table>
+    <h3>Server</h3>
+    <table class="fields">
+      <tr><th>NOTIFY queue</th><td>${(d.notifyQueueUsage * 100).toFixed(1)}% full</td></tr>
+      <tr><th>connections</th><td>${d.connections.used} of ${d.connections.max} (${d.connections.bySluice} sluice)</td></tr>
+    </table>
+  `;
+}
+
 const PAGES = [
   ['/', 'Overview'],
   ['/jobs', 'Jobs'],
   ['/workers', 'Workers'],
   ['/budget', 'Connections'],
+  ['/health', 'Database health'],
 ];
 
 function App() {
@@ -373,6 +412,7 @@ function App() {
     : path === '/jobs' ? html`<${Jobs} params=${params} />`
     : path === '/workers' ? html`<${Workers} />`
     : path === '/budget' ? html`<${Budget} />`
+    : path === '/health' ? html`<${Health} />`
     : html`<${Overview} />`;
   const current = jobId ? '/jobs' : PAGES.some(([p]) => p === path) ? path : '/';
   return html`
