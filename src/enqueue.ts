@@ -1,10 +1,12 @@
 // The producer API: addJob and addJobs, thin over the SQL functions add_job and add_jobs so that
 // TypeScript and any other client enqueue exactly the same way.
+import { context, trace } from '@opentelemetry/api';
 import { assertIdentifier } from './db/sql.js';
 import { isMissingSchema } from './db/errors.js';
 import { loadQueries } from './db/queries.js';
 import type { Queryable } from './db/statement.js';
 import { InvalidJobError } from './errors.js';
+import { activeTracer, formatTraceparent, inSpan, parseTraceparent, startProducerSpan } from './observe/tracing.js';
 
 export interface JobSpec {
   task: string;
@@ -18,17 +20,42 @@ export interface JobSpec {
   maxAttempts?: number;
   /** At most one unfinished job per key and producer login: adding a duplicate returns the holder's id. */
   jobKey?: string;
+  /**
+   * Groups jobs for the queue's key_concurrency (sluice.set_queue_limits): at most that many
+   * jobs with the same key run at once, across all workers. A customer id, say.
+   */
+  concurrencyKey?: string;
+  /**
+   * W3C trace context the job's run links to (`00-<trace id>-<span id>-<flags>`). When omitted,
+   * the producer span's (with an OpenTelemetry SDK registered) or the active context's.
+   */
+  traceparent?: string;
 }
 
-
-/** The same limits as the SQL functions (sql/migrations/0008). */
+/** The same limits as the SQL functions (sql/migrations/0008, 0009). */
 export const MAX_JOBS_PER_CALL = 10_000;
 export const MAX_JOB_KEY_BYTES = 1024;
+export const MAX_CONCURRENCY_KEY_BYTES = 255;
 
 /** Enqueues one job; resolves to its id (or the id of the unfinished job holding its key). */
 export async function addJob(db: Queryable, job: JobSpec, schema = 'sluice'): Promise<string> {
   const row = toRow(job, undefined);
   assertIdentifier(schema);
+  const tracer = activeTracer();
+  if (!tracer) {
+    row.traceparent ??= activeTraceparent();
+    return insertJob(db, row, schema);
+  }
+  const span = startProducerSpan(tracer, 'sluice.addJob', { 'messaging.destination.name': row.queue ?? 'default', 'sluice.task': row.task });
+  row.traceparent ??= formatTraceparent(span.spanContext());
+  return inSpan(span, async () => {
+    const id = await insertJob(db, row, schema);
+    span.setAttribute('messaging.message.id', id);
+    return id;
+  });
+}
+
+async function insertJob(db: Queryable, row: Row, schema: string): Promise<string> {
   const res = await translate(() =>
     loadQueries(schema).add_job.run(db, {
       task: row.task,
@@ -38,9 +65,17 @@ export async function addJob(db: Queryable, job: JobSpec, schema = 'sluice'): Pr
       priority: row.priority,
       maxAttempts: row.max_attempts,
       jobKey: row.job_key,
+      concurrencyKey: row.concurrency_key,
+      traceparent: row.traceparent,
     }),
   );
   return String(res.rows[0]!.id);
+}
+
+/** The traceparent of the active span context, when there is a valid one (no SDK needed). */
+function activeTraceparent(): string | null {
+  const sc = trace.getSpanContext(context.active());
+  return sc && trace.isSpanContextValid(sc) ? formatTraceparent(sc) : null;
 }
 
 /** Enqueues many jobs in one round trip; ids come back in input order. */
@@ -52,8 +87,15 @@ export async function addJobs(db: Queryable, jobs: JobSpec[], schema = 'sluice')
   assertIdentifier(schema);
   if (jobs.length === 0) return [];
   const rows = jobs.map((j, i) => toRow(j, i + 1));
-  const res = await translate(() => loadQueries(schema).add_jobs.run(db, { jobs: JSON.stringify(rows) }));
-  return res.rows[0]!.ids.map(String);
+  const insert = async (traceparent: string | null) => {
+    if (traceparent) for (const r of rows) r.traceparent ??= traceparent;
+    const res = await translate(() => loadQueries(schema).add_jobs.run(db, { jobs: JSON.stringify(rows) }));
+    return res.rows[0]!.ids.map(String);
+  };
+  const tracer = activeTracer();
+  if (!tracer) return insert(activeTraceparent());
+  const span = startProducerSpan(tracer, 'sluice.addJobs', { 'messaging.batch.message_count': rows.length });
+  return inSpan(span, () => insert(formatTraceparent(span.spanContext())));
 }
 
 interface Row {
@@ -64,6 +106,8 @@ interface Row {
   priority: number | null;
   max_attempts: number | null;
   job_key: string | null;
+  concurrency_key: string | null;
+  traceparent: string | null;
 }
 
 function toRow(job: JobSpec, position: number | undefined): Row {
@@ -100,6 +144,14 @@ function toRow(job: JobSpec, position: number | undefined): Row {
     const bytes = Buffer.byteLength(job.jobKey);
     if (bytes > MAX_JOB_KEY_BYTES) fail(`jobKey is ${bytes} bytes; at most ${MAX_JOB_KEY_BYTES} are accepted`);
   }
+  if (job.concurrencyKey !== undefined && job.concurrencyKey !== null) {
+    if (typeof job.concurrencyKey !== 'string' || job.concurrencyKey === '') fail('concurrencyKey must be a non-empty string (or omitted for none)');
+    const bytes = Buffer.byteLength(job.concurrencyKey);
+    if (bytes > MAX_CONCURRENCY_KEY_BYTES) fail(`concurrencyKey is ${bytes} bytes; at most ${MAX_CONCURRENCY_KEY_BYTES} are accepted`);
+  }
+  if (job.traceparent !== undefined && job.traceparent !== null && !parseTraceparent(job.traceparent)) {
+    fail(`traceparent must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>, ids not all zero), got ${JSON.stringify(job.traceparent)}`);
+  }
   return {
     task: job.task,
     payload,
@@ -108,6 +160,8 @@ function toRow(job: JobSpec, position: number | undefined): Row {
     priority: job.priority ?? null,
     max_attempts: job.maxAttempts ?? null,
     job_key: job.jobKey ?? null,
+    concurrency_key: job.concurrencyKey ?? null,
+    traceparent: job.traceparent ?? null,
   };
 }
 

@@ -417,7 +417,7 @@ describe('sluice CLI', function () {
       expect(text.stderr).to.include('configuration is valid');
 
       const json = await runJson(['config', 'check'], { env: { ...secretEnv, SLUICE_CONFIG: file } });
-      expect(json).to.have.keys('database', 'worker', 'http', 'log');
+      expect(json).to.have.keys('database', 'worker', 'http', 'cron', 'log');
       expect(json.database.url).to.equal('postgres://app:***@db.example:5432/app');
       expect(json.worker).to.include({ concurrency: 7 });
       expect(json.worker.queues).to.deep.equal(['a', 'b']);

@@ -11,8 +11,13 @@ import { Deployment } from 'kubernetes-models/apps/v1';
 import { Job } from 'kubernetes-models/batch/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
+import { ScaledObject, TriggerAuthentication } from '@kubernetes-models/keda/keda.sh/v1alpha1';
+import ts from 'typescript';
 import { loadConfig } from '../src/config/load.js';
 import { configSchema, type SluiceConfig } from '../src/config/schema.js';
+import { Metrics } from '../src/observe/metrics.js';
+import { createTestDatabase } from './support/db.js';
+import { migrated } from './support/worker.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const k8sDir = path.join(root, 'deploy', 'kubernetes');
@@ -58,6 +63,9 @@ const models: Record<string, { model: new (data: any) => { validate(): void }; d
   'apps/v1/Deployment': { model: Deployment, dts: 'kubernetes-models/apps/v1/Deployment' },
   'batch/v1/Job': { model: Job, dts: 'kubernetes-models/batch/v1/Job' },
   'policy/v1/PodDisruptionBudget': { model: PodDisruptionBudget, dts: 'kubernetes-models/policy/v1/PodDisruptionBudget' },
+  // KEDA's CRDs (@kubernetes-models/keda); their nested types are inline, checked in depth below
+  'keda.sh/v1alpha1/ScaledObject': { model: ScaledObject, dts: '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject' },
+  'keda.sh/v1alpha1/TriggerAuthentication': { model: TriggerAuthentication, dts: '@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication' },
 };
 /** Not Kubernetes API objects in the built-in schema: checked by hand below. */
 const handChecked = new Set(['monitoring.coreos.com/v1/ServiceMonitor', 'kustomize.config.k8s.io/v1beta1/Kustomization']);
@@ -559,5 +567,162 @@ describe('deployment files', () => {
         expect(dockerignored(patterns, out), `${out} is kept out of the build context`).to.equal(true);
       }
     });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// KEDA: @kubernetes-models/keda declares nested fields inline, so unknown fields are found with
+// the TypeScript checker walking the declared type along the object.
+
+const kedaDts = (kind: string) => path.join(root, 'node_modules', '@kubernetes-models', 'keda', 'keda.sh', 'v1alpha1', `${kind}.d.ts`);
+let kedaProgram: ts.Program | undefined;
+
+function typedUnknownFields(doc: Obj, kind: string): string[] {
+  const file = kedaDts(kind);
+  kedaProgram ??= ts.createProgram([kedaDts('ScaledObject'), kedaDts('TriggerAuthentication')], { strict: true, noEmit: true, skipLibCheck: true });
+  const program = kedaProgram;
+  const checker = program.getTypeChecker();
+  const decl = program.getSourceFile(file)!.statements.find((st) => ts.isInterfaceDeclaration(st) && st.name.text === `I${kind}`);
+  expect(decl, `I${kind} in ${file}`).to.exist;
+  const found: string[] = [];
+  const walk = (value: unknown, type: ts.Type, where: string) => {
+    if (value === null || typeof value !== 'object') return;
+    const t = checker.getNonNullableType(type);
+    if (Array.isArray(value)) {
+      const element = checker.isArrayType(t) ? checker.getTypeArguments(t as ts.TypeReference)[0] : undefined;
+      if (element) value.forEach((v, i) => walk(v, element, `${where}[${i}]`));
+      return;
+    }
+    // a map (labels, a trigger's metadata): any key
+    if (checker.getIndexInfoOfType(t, ts.IndexKind.String)) return;
+    const props = checker.getPropertiesOfType(t);
+    if (!props.length) return;
+    for (const [key, child] of Object.entries(value)) {
+      const prop = props.find((p) => p.name === key);
+      if (!prop) found.push(`${where}.${key}`);
+      else walk(child, checker.getTypeOfSymbol(prop), `${where}.${key}`);
+    }
+  };
+  walk(doc, checker.getTypeAtLocation(decl!), kind);
+  return found;
+}
+
+describe('KEDA autoscaling (keda-scaledobject.yaml)', () => {
+  const file = 'keda-scaledobject.yaml';
+  let scaled: Obj;
+  let auth: Obj;
+  let workers: Obj;
+  let worker: Obj;
+  let workerSettings: SluiceConfig;
+
+  before(() => {
+    scaled = only('ScaledObject', file);
+    auth = only('TriggerAuthentication', file);
+    workers = only('Deployment');
+    worker = podSpec(workers).containers.find((c: Obj) => c.name === 'sluice');
+    workerSettings = loadConfigText(configFileOf(workers, worker, worker.args ?? execForm(lastOf('CMD')!.args)).text);
+  });
+
+  it('passes KEDA 2 schemas with no unknown field at any depth', () => {
+    expect(() => new ScaledObject(scaled as never).validate()).not.to.throw();
+    expect(() => new TriggerAuthentication(auth as never).validate()).not.to.throw();
+    expect(typedUnknownFields(scaled, 'ScaledObject')).to.deep.equal([]);
+    expect(typedUnknownFields(auth, 'TriggerAuthentication')).to.deep.equal([]);
+  });
+
+  it('the unknown-field check finds a misspelt nested field', () => {
+    const bad = structuredClone(scaled);
+    bad.spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilisationWindowSeconds = 300;
+    bad.spec.triggers[0].authenticationRefs = { name: 'x' };
+    expect(typedUnknownFields(bad, 'ScaledObject')).to.deep.equal([
+      'ScaledObject.spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilisationWindowSeconds',
+      'ScaledObject.spec.triggers[0].authenticationRefs',
+    ]);
+  });
+
+  it('scales the worker Deployment, authenticated from the same Secret and key as the workers', () => {
+    expect(scaled.spec.scaleTargetRef).to.include({ kind: 'Deployment', name: workers.metadata.name });
+    const [trigger, ...others] = scaled.spec.triggers as Obj[];
+    expect(others).to.deep.equal([]);
+    expect(trigger!.type).to.equal('postgresql');
+    expect(trigger!.authenticationRef.name).to.equal(auth.metadata.name);
+    const workerRef = worker.env.find((e: Obj) => e.name === configSchema.database.url.env).valueFrom.secretKeyRef;
+    expect(auth.spec.secretTargetRef).to.deep.equal([{ parameter: 'connection', name: workerRef.name, key: workerRef.key }]);
+    for (const v of [trigger!.metadata.targetQueryValue, trigger!.metadata.activationTargetQueryValue]) {
+      expect(v, 'KEDA takes the values as strings').to.be.a('string');
+      expect(Number(v)).to.be.at.least(0);
+    }
+    expect(scaled.spec.minReplicaCount).to.be.at.least(1);
+    expect(scaled.spec.maxReplicaCount).to.be.at.least(workers.spec.replicas);
+  });
+
+  it("the scaler's query names the configured schema and a queue the workers take, and returns one number from a real database", async () => {
+    const query = scaled.spec.triggers[0].metadata.query as string;
+    const m = /^SELECT (\w+)\.queue_depth\('([^']+)'\)$/.exec(query);
+    expect(m, query).to.exist;
+    expect(m![1]).to.equal(workerSettings.database.schema);
+    expect(workerSettings.worker.queues).to.include(m![2]);
+    const pool = await migrated(await createTestDatabase(), 1);
+    try {
+      await pool.query(`SELECT ${workerSettings.database.schema}.add_job('t', '{}', $1) FROM generate_series(1, 3)`, [m![2]]);
+      const res = await pool.query({ text: query, rowMode: 'array' });
+      expect(res.rows, 'one row of one column').to.have.length(1);
+      expect(res.rows[0]).to.have.length(1);
+      expect(Number(res.rows[0][0])).to.equal(3);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('maxReplicaCount fits the connection budget of README.md\'s worked example', () => {
+    // (maxReplicaCount + 1 rollout extra) x (poolSize + 1), plus KEDA's scaler connection, within
+    // the 105 connections the worked example leaves for sluice
+    const need = (scaled.spec.maxReplicaCount + 1) * (workerSettings.database.poolSize + 1) + 1;
+    expect(need).to.be.at.most(105);
+    expect(readFileSync(path.join(k8sDir, file), 'utf8')).to.contain(`= ${need} connections at most`);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Grafana
+
+describe('Grafana dashboard (deploy/grafana/sluice-dashboard.json)', () => {
+  const dashboard = JSON.parse(readFileSync(path.join(root, 'deploy', 'grafana', 'sluice-dashboard.json'), 'utf8')) as Obj;
+  const registered = new Metrics().registry.getMetricsAsArray().map((m) => ({ name: m.name, type: String(m.type) }));
+  const panels = (dashboard.panels as Obj[]).flatMap((p) => [p, ...((p.panels as Obj[] | undefined) ?? [])]);
+  const exprs = panels.flatMap((p) => ((p.targets as Obj[] | undefined) ?? []).map((t) => String(t.expr)));
+
+  /** Names of sluice metrics an expression reads that the code does not export (a histogram's series included). */
+  const unknownMetrics = (expr: string): string[] =>
+    [...expr.matchAll(/\bsluice_[a-z0-9_]+\b/g)]
+      .map((m) => m[0])
+      .filter((name) => !registered.some((r) => r.name === name || (r.type === 'histogram' && ['_bucket', '_sum', '_count'].some((s) => name === r.name + s))));
+
+  it('reads only metrics the code exports', () => {
+    expect(exprs.length).to.be.greaterThan(10);
+    const variables = (dashboard.templating.list as Obj[]).map((v) => JSON.stringify(v.query ?? ''));
+    expect([...exprs, ...variables].flatMap(unknownMetrics)).to.deep.equal([]);
+    expect(unknownMetrics('rate(sluice_jobs_complete_total[5m]) + sluice_job_lag_seconds_bucket'), 'a misspelt name is caught').to.deep.equal([
+      'sluice_jobs_complete_total',
+    ]);
+  });
+
+  it('shows every database health metric', () => {
+    const shown = new Set(exprs.flatMap((e) => [...e.matchAll(/\bsluice_[a-z0-9_]+\b/g)].map((m) => m[0])));
+    const health = registered.map((r) => r.name).filter((n) => n.startsWith('sluice_db_'));
+    expect(health.length).to.be.greaterThan(10);
+    expect(health.filter((n) => !shown.has(n))).to.deep.equal([]);
+  });
+
+  it('is an importable dashboard: a uid, unique panel ids, a Prometheus datasource variable on every query', () => {
+    expect(dashboard.uid).to.match(/^[a-z0-9-]{1,40}$/);
+    const ids = panels.map((p) => p.id);
+    expect(new Set(ids).size).to.equal(ids.length);
+    expect((dashboard.templating.list as Obj[]).find((v) => v.name === 'datasource')).to.include({ type: 'datasource', query: 'prometheus' });
+    for (const p of panels.filter((x) => x.type !== 'row')) {
+      expect(p.gridPos.w + p.gridPos.x, `panel ${p.title} fits the 24-column grid`).to.be.at.most(24);
+      expect(p.datasource.uid, p.title).to.equal('${datasource}');
+      for (const t of p.targets as Obj[]) expect(t.expr, `${p.title} ${t.refId}`).to.be.a('string').and.not.equal('');
+    }
   });
 });

@@ -42,7 +42,7 @@ describe('migrations', () => {
     expect(a.code).to.equal(0);
     expect(b.code).to.equal(0);
     const applied = [...JSON.parse(a.out).applied, ...JSON.parse(b.out).applied];
-    expect(applied.sort()).to.deep.equal(ALL);
+    expect(applied.sort((x: number, y: number) => x - y)).to.deep.equal(ALL);
     expect(a.out === b.out).to.equal(false);
     const rows = await pool.query('SELECT version FROM concurrent.migrations ORDER BY version');
     expect(rows.rows.map((r) => r.version)).to.deep.equal(ALL);
@@ -57,7 +57,7 @@ describe('migrations', () => {
         [schema],
       );
       expect(r.rows.map((x) => x.signature)).to.deep.equal([
-        `${schema}.add_job(text,jsonb,text,timestamp with time zone,integer,integer,text)`,
+        `${schema}.add_job(text,jsonb,text,timestamp with time zone,integer,integer,text,text,text)`,
         `${schema}.add_jobs(jsonb)`,
       ]);
     }

@@ -3,6 +3,8 @@
 -- number) first, then oldest run_at, then id. Each claim gets a new fencing token.
 -- One index scan per queue and task (LATERAL) on (queue, task, priority, run_at): `= ANY (...)`
 -- would sort every queued row instead, and queued jobs of other tasks are never walked.
+-- A queue with limits or a pause is claimed only by claim_controlled_jobs, even when this worker
+-- has not heard of its settings yet: such a queue gets nothing here (one primary-key probe).
 WITH next AS (
   SELECT c.id
   FROM unnest(:queues::text[], :limits::int[]) AS q(name, lim)
@@ -18,6 +20,7 @@ WITH next AS (
     ORDER BY x.priority, x.run_at, x.id
     LIMIT q.lim
   ) c
+  WHERE NOT EXISTS (SELECT 1 FROM :"schema".queues s WHERE s.name = q.name AND s.controlled)
 )
 UPDATE :"schema".jobs j
 SET status = 'running', attempts = j.attempts + 1, locked_by = :worker_id, locked_at = now(), started_at = now(),

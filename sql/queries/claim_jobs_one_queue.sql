@@ -3,7 +3,7 @@
 -- of queues, is re-planned by PostgreSQL at every call, while this one gets a generic plan; an
 -- idle worker's claim round trip went from about 0.95 to 0.7 ms.
 -- Only jobs of the worker's :tasks: one index scan per task on (queue, task, priority, run_at).
--- Same order and locking as claim_jobs.
+-- Same order, locking and guard against controlled queues as claim_jobs.
 WITH next AS (
   SELECT c.id
   FROM unnest(:tasks::text[]) AS t(name)
@@ -14,6 +14,7 @@ WITH next AS (
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
   ) c
+  WHERE NOT EXISTS (SELECT 1 FROM :"schema".queues s WHERE s.name = :queue AND s.controlled)
   ORDER BY c.priority, c.run_at, c.id
   LIMIT :limit
 )

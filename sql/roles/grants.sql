@@ -13,7 +13,9 @@ GRANT USAGE ON SCHEMA :"schema" TO :"producer_role", :"worker_role";
 GRANT EXECUTE ON FUNCTION :"schema".add_job, :"schema".add_jobs TO :"producer_role";
 GRANT SELECT ON :"schema".my_jobs TO :"producer_role";
 
-GRANT SELECT, INSERT, UPDATE, DELETE ON :"schema".jobs, :"schema".workers TO :"worker_role";
-GRANT SELECT ON :"schema".migrations, :"schema".my_jobs TO :"worker_role";
+-- every table of the schema, whichever migration added it (jobs, workers, queues, cron ticks, ...),
+-- except the record of migrations
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA :"schema" TO :"worker_role";
+REVOKE INSERT, UPDATE, DELETE ON :"schema".migrations FROM :"worker_role";
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA :"schema" TO :"worker_role";
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA :"schema" TO :"worker_role";

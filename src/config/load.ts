@@ -7,6 +7,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { ConfigError } from '../errors.js';
 import { redact, REDACTED } from '../util/redact.js';
+import { queuesAsList } from './queues.js';
 import { configSchema, schemaKeys, type ConfigInput, type SluiceConfig } from './schema.js';
 
 export interface LoadOptions {
@@ -35,7 +36,7 @@ export function loadConfig(opts: LoadOptions = {}): SluiceConfig {
   const given = new Map<string, { source: string; value: unknown }>();
   const file = opts.file ?? env.SLUICE_CONFIG;
   if (file) {
-    const parsed = readConfigFile(file);
+    const parsed = withQueueList(readConfigFile(file));
     conf.load(parsed);
     for (const [key, value] of leaves(parsed)) given.set(key, { source: `in ${file}`, value });
   }
@@ -46,7 +47,7 @@ export function loadConfig(opts: LoadOptions = {}): SluiceConfig {
     given.set(key, { source: `from environment variable ${spec.env}`, value });
   }
   if (opts.overrides) {
-    for (const [key, value] of leaves(opts.overrides)) {
+    for (const [key, value] of leaves(withQueueList(opts.overrides))) {
       if (value === undefined) continue;
       conf.set(key as never, value as never);
       given.set(key, { source: `from ${opts.overrideSource?.(key) ?? 'the config option'}`, value });
@@ -79,6 +80,13 @@ function readConfigFile(file: string): object {
     throw new ConfigError(`config file ${file} must hold a mapping of sections (database, worker, http, log)`);
   }
   return parsed;
+}
+
+/** worker.queues given as a map, as the list convict can hold (it takes a nested object for more keys). */
+function withQueueList<T extends object>(input: T): T {
+  const worker = (input as { worker?: unknown }).worker;
+  if (!worker || typeof worker !== 'object' || !('queues' in worker)) return input;
+  return { ...input, worker: { ...worker, queues: queuesAsList((worker as { queues: unknown }).queues) } };
 }
 
 /** The leaf values of a nested object as dotted keys; arrays are leaves. */

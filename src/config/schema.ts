@@ -3,6 +3,8 @@
 // The SluiceConfig type is derived from the schema, so the two cannot drift apart.
 import convict from 'convict';
 import { assertIdentifier } from '../db/sql.js';
+import { checkCron, type CronEntry } from './cron.js';
+import { checkQueues, type QueueSetting } from './queues.js';
 
 function positiveInt(name: string, min: number) {
   return {
@@ -56,16 +58,10 @@ convict.addFormat({
 });
 convict.addFormat({
   name: 'queue-list',
-  validate(value: unknown) {
-    if (!Array.isArray(value) || value.length === 0) throw new Error('must be a non-empty list of queue names');
-    for (const q of value) {
-      if (typeof q !== 'string' || q.trim() === '' || q.length > 128) {
-        throw new Error(`has an invalid queue name ${JSON.stringify(q)} (non-empty, at most 128 characters)`);
-      }
-    }
-  },
+  validate: checkQueues,
   coerce: (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()) : v),
 });
+convict.addFormat({ name: 'cron-list', validate: checkCron });
 
 export const configSchema = {
   database: {
@@ -133,7 +129,7 @@ export const configSchema = {
   },
   worker: {
     concurrency: {
-      doc: 'Jobs run at once in each queue (the mergeMap bound of its runner). May exceed database.poolSize: a running handler holds no connection.',
+      doc: 'Jobs run at once in each queue without its own concurrency in worker.queues (the mergeMap bound of its runner). May exceed database.poolSize: a running handler holds no connection.',
       format: 'int>=1',
       default: 10,
       env: 'SLUICE_CONCURRENCY',
@@ -145,9 +141,9 @@ export const configSchema = {
       env: 'SLUICE_TASKS',
     },
     queues: {
-      doc: 'Queues this worker takes jobs from (comma-separated in the environment).',
+      doc: 'Queues this worker takes jobs from: a list of names (comma-separated in the environment), or a map of name to settings, e.g. { default: {}, emails: { concurrency: 5 } }. Each queue has its own slots.',
       format: 'queue-list',
-      default: ['default'],
+      default: ['default'] as QueueSetting[],
       env: 'SLUICE_QUEUES',
     },
     shutdownGraceMs: {
@@ -269,6 +265,11 @@ export const configSchema = {
       env: 'SLUICE_DASHBOARD_TOKEN',
       sensitive: true,
     },
+  },
+  cron: {
+    doc: 'Recurring jobs: a list of { name, schedule (5 fields, or 6 with seconds first), timezone (IANA, default UTC), task, payload, queue, priority, maxAttempts, backfill (missed ticks to enqueue after downtime, default 0) }. One job per tick across all workers.',
+    format: 'cron-list',
+    default: [] as CronEntry[],
   },
   log: {
     level: {

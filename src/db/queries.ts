@@ -21,6 +21,9 @@ export interface ClaimRow {
   created_at_ms: EpochMs;
 }
 
+/** A row of claim_controlled_jobs: a claimed job, or (id null) a queue a limit held back. */
+export type ControlledClaimRow = (ClaimRow & { retry_ms: null }) | { id: null; queue: string; retry_ms: number | null };
+
 export interface JobRow {
   id: string;
   queue: string;
@@ -82,6 +85,11 @@ const catalog = {
   claim_jobs_one_queue: def<{ queue: string; limit: number; tasks: string[]; workerId: string }, ClaimRow>('queries/claim_jobs_one_queue.sql', {
     literals: ['limit'],
   }),
+  claim_controlled_jobs: def<{ queues: string[]; limits: number[]; tasks: string[]; workerId: string }, ControlledClaimRow>(
+    'queries/claim_controlled_jobs.sql',
+  ),
+  controlled_queues: def<Record<string, never>, { name: string }>('queries/controlled_queues.sql'),
+  snooze_jobs: def<{ snoozes: string }, { id: string }>('queries/snooze_jobs.sql'),
   complete_jobs: def<{ completions: string }, { refused: string }>('queries/complete_jobs.sql'),
   fail_jobs: def<{ failures: string }, { id: string; status: 'queued' | 'failed'; run_at: Date }>('queries/fail_jobs.sql'),
   release_jobs: def<{ ids: string[]; tokens: string[] }, { id: string }>('queries/release_jobs.sql'),
@@ -118,7 +126,7 @@ const catalog = {
   cancel_backend: def<{ pid: number }>('queries/cancel_backend.sql', rare),
   // enqueueing runs on the caller's connections, which may sit behind any pooler: never prepared
   add_job: def<
-    { task: string; payload: string; queue: string | null; runAt: string | null; priority: number | null; maxAttempts: number | null; jobKey: string | null },
+    { task: string; payload: string; queue: string | null; runAt: string | null; priority: number | null; maxAttempts: number | null; jobKey: string | null; concurrencyKey: string | null; traceparent: string | null },
     { id: string }
   >('queries/add_job.sql', rare),
   add_jobs: def<{ jobs: string }, { ids: string[] }>('queries/add_jobs.sql', rare),
@@ -146,6 +154,28 @@ const catalog = {
   cancel_job: def<{ id: string }, { status: string | null }>('admin/cancel_job.sql', rare),
   run_job_now: def<{ id: string }, { status: string | null }>('admin/run_job_now.sql', rare),
   queued_tasks: def<Record<string, never>, { queue: string; task: string; queued: number }>('admin/queued_tasks.sql', rare),
+  queue_list: def<
+    Record<string, never>,
+    {
+      name: string;
+      concurrency: number | null;
+      key_concurrency: number | null;
+      rate_limit: number | null;
+      rate_period_ms: number;
+      paused: boolean;
+      queued: number;
+      runnable: number;
+      running: number;
+      oldest_runnable_ms: number | null;
+    }
+  >('admin/queue_list.sql', rare),
+  set_queue_limits: def<{ queue: string; concurrency: number | null; keyConcurrency: number | null; rateLimit: number | null; ratePeriodMs: number }>(
+    'admin/set_queue_limits.sql',
+    rare,
+  ),
+  pause_queue: def<{ queue: string }>('admin/pause_queue.sql', rare),
+  resume_queue: def<{ queue: string }>('admin/resume_queue.sql', rare),
+  cron_ticks: def<{ names: string[] }, { name: string; tick: Date; job_id: string | null; status: string | null }>('admin/cron_ticks.sql', rare),
   budget: def<
     Record<string, never>,
     { max_connections: number; superuser_reserved: number; reserved: number; in_use: number; sluice: number; others: number }

@@ -24,7 +24,9 @@ export type ListenerEvent =
   | { type: 'disconnected' }
   /** Jobs became runnable now (`due`) and/or at `runAt` (the earliest still in the future). */
   | { type: 'jobs'; queue: string; due: boolean; runAt: Date | undefined }
-  | { type: 'cancel'; id: string };
+  | { type: 'cancel'; id: string }
+  /** A queue's limits or pause changed. */
+  | { type: 'queueSettings'; queue: string };
 
 export interface ListenerOptions {
   url: string;
@@ -168,7 +170,7 @@ export class Listener {
   }
 
   private onNotification(payload: string): void {
-    let msg: { queue?: unknown; due?: unknown; runAt?: unknown; cancel?: unknown; ping?: unknown };
+    let msg: { queue?: unknown; due?: unknown; runAt?: unknown; cancel?: unknown; ping?: unknown; queueSettings?: unknown };
     try {
       msg = JSON.parse(payload);
     } catch {
@@ -187,6 +189,8 @@ export class Listener {
       this.subject.next({ type: 'jobs', queue: msg.queue, due: msg.due !== false || !valid, runAt: valid });
     } else if (typeof msg.cancel === 'string' || typeof msg.cancel === 'number') {
       this.subject.next({ type: 'cancel', id: String(msg.cancel) });
+    } else if (typeof msg.queueSettings === 'string') {
+      this.subject.next({ type: 'queueSettings', queue: msg.queueSettings });
     }
   }
 

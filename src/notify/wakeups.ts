@@ -1,8 +1,9 @@
 // Where wake-ups come from and where they go: a notification wakes the runner of the queue it
 // names (now, or at its run_at through a due timer); a (re)connect and the safety poll wake every
 // runner, since notifications sent while disconnected are lost. Cancel notifications go to the
-// lease, which asks the database before anything is aborted. Every notification is a hint: a
-// wake-up costs at most one coalesced claim, however many arrive.
+// lease, which asks the database before anything is aborted; a queue-settings notification, the
+// reconnect and the poll make the worker read queue settings again. Every notification is a
+// hint: a wake-up costs at most one coalesced claim, however many arrive.
 import { interval, Subscription } from 'rxjs';
 import type { Events } from '../observe/events.js';
 import type { Runners } from '../runner/runners.js';
@@ -17,6 +18,8 @@ export interface WakeupOptions {
   clockOffsetMs(): number;
   /** A notification says a job was cancelled: a hint to check, never a reason to abort. */
   cancelHint(id: string): void;
+  /** Queue settings may have changed: of `queue`, or (undefined) of any queue. */
+  settingsHint(queue: string | undefined): void;
   events: Events;
 }
 
@@ -43,9 +46,14 @@ export class Wakeups {
             events.emit({ type: 'notification' });
             this.opts.cancelHint(e.id);
             return;
+          case 'queueSettings':
+            events.emit({ type: 'notification' });
+            this.opts.settingsHint(e.queue);
+            return;
           // started once the listener is up: every 'connected' seen here is a reconnect
           case 'connected':
             events.emit({ type: 'listener.reconnected' });
+            this.opts.settingsHint(undefined);
             runners.wakeAll();
             return;
           case 'disconnected':
@@ -54,7 +62,12 @@ export class Wakeups {
         }
       }),
     );
-    this.subscription.add(interval(this.opts.pollMs).subscribe(() => runners.wakeAll()));
+    this.subscription.add(
+      interval(this.opts.pollMs).subscribe(() => {
+        this.opts.settingsHint(undefined);
+        runners.wakeAll();
+      }),
+    );
   }
 
   stop(): void {

@@ -76,15 +76,15 @@ export function startProducerSpan(t: Tracer, name: 'sluice.addJob' | 'sluice.add
 }
 
 /** A claim of jobs for some queues, in a span that counts what it took. */
-export function traceClaim<T extends unknown[]>(t: Tracer, queues: string[], claim: () => Promise<T>): Promise<T> {
+export function traceClaim<T>(t: Tracer, queues: string[], claim: () => Promise<T>, claimedJobs: (result: T) => number): Promise<T> {
   const span = t.startSpan('sluice.claim', {
     kind: SpanKind.CLIENT,
     attributes: { 'messaging.system': 'sluice', 'messaging.operation.type': 'receive', 'sluice.queues': queues },
   });
   return inSpan(span, async () => {
-    const jobs = await claim();
-    span.setAttribute('messaging.batch.message_count', jobs.length);
-    return jobs;
+    const result = await claim();
+    span.setAttribute('messaging.batch.message_count', claimedJobs(result));
+    return result;
   });
 }
 

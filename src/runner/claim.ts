@@ -34,15 +34,52 @@ export interface ClaimDemand {
  */
 const MAX_LITERAL_LIMIT = 100;
 
-/** Claims for `demands`, only jobs of `tasks` (those this worker has handlers for). */
-export async function claimJobs(pool: pg.Pool, queries: Queries, demands: ClaimDemand[], tasks: string[], workerId: string): Promise<ClaimedJob[]> {
-  const one = demands.length === 1 ? demands[0]! : undefined;
-  const statement =
-    one && one.limit <= MAX_LITERAL_LIMIT
+/** What one claim brought: jobs in order, and the queues a limit held back (they may hold more). */
+export interface ClaimResult {
+  jobs: ClaimedJob[];
+  /** Queue -> when a start may be allowed again in ms (rate limit), or null: when a running job finishes. */
+  heldBack: Map<string, number | null>;
+}
+
+/**
+ * Claims for `demands`, only jobs of `tasks` (those this worker has handlers for). Queues in
+ * `controlled` (limits or a pause, as last read from the database) go through
+ * claim_controlled_jobs; the others through the plain claim, which refuses a controlled queue by
+ * itself should this worker not know yet that it became one.
+ */
+export async function claimJobs(
+  pool: pg.Pool,
+  queries: Queries,
+  demands: ClaimDemand[],
+  tasks: string[],
+  workerId: string,
+  controlled: ReadonlySet<string>,
+): Promise<ClaimResult> {
+  const plain = controlled.size ? demands.filter((d) => !controlled.has(d.queue)) : demands;
+  const limited = controlled.size ? demands.filter((d) => controlled.has(d.queue)) : [];
+  const one = plain.length === 1 ? plain[0]! : undefined;
+  const statement = !plain.length
+    ? undefined
+    : one && one.limit <= MAX_LITERAL_LIMIT
       ? queries.claim_jobs_one_queue.config({ queue: one.queue, limit: one.limit, tasks, workerId })
-      : queries.claim_jobs.config({ queues: demands.map((d) => d.queue), limits: demands.map((d) => d.limit), tasks, workerId });
-  const res = await withClient(pool, (client) => client.query<ClaimRow>(statement));
-  return res.rows.map((r) => ({
+      : queries.claim_jobs.config({ queues: plain.map((d) => d.queue), limits: plain.map((d) => d.limit), tasks, workerId });
+  const { rows, controlledRows } = await withClient(pool, async (client) => ({
+    rows: statement ? (await client.query<ClaimRow>(statement)).rows : [],
+    controlledRows: limited.length
+      ? (await queries.claim_controlled_jobs.run(client, { queues: limited.map((d) => d.queue), limits: limited.map((d) => d.limit), tasks, workerId })).rows
+      : [],
+  }));
+  const jobs = rows.map(toClaimedJob);
+  const heldBack = new Map<string, number | null>();
+  for (const r of controlledRows) {
+    if (r.id === null) heldBack.set(r.queue, r.retry_ms);
+    else jobs.push(toClaimedJob(r));
+  }
+  return { jobs, heldBack };
+}
+
+function toClaimedJob(r: ClaimRow): ClaimedJob {
+  return {
     id: String(r.id),
     queue: r.queue,
     task: r.task,
@@ -55,5 +92,5 @@ export async function claimJobs(pool: pg.Pool, queries: Queries, demands: ClaimD
     jobKey: r.job_key,
     createdAt: new Date(r.created_at_ms),
     traceparent: r.traceparent,
-  }));
+  };
 }

@@ -7,7 +7,7 @@ import { errorSummary } from '../db/errors.js';
 import type { Logger } from '../observe/logger.js';
 import { backoffMs } from '../util/backoff.js';
 import { systemClock, type Clock, type Timer } from '../util/time.js';
-import type { ClaimDemand, ClaimedJob } from './claim.js';
+import type { ClaimDemand, ClaimedJob, ClaimResult } from './claim.js';
 
 const CLAIM_RETRY = { baseMs: 100, maxMs: 10_000, jitter: 'full' } as const;
 
@@ -21,12 +21,15 @@ export interface ClaimTarget {
   readonly queue: string;
   /** What to claim for now, or undefined: no free slot, stopped, or the queue was found empty since the last wake-up. */
   ask(): Ask | undefined;
-  /** The jobs a claim brought for this queue, in order. */
-  deliver(jobs: ClaimedJob[], ask: Ask): void;
+  /**
+   * The jobs a claim brought for this queue, in order; `heldBack` when a queue limit gave fewer
+   * than asked although more may be waiting: retry in `retryMs`, or (null) once a running job ends.
+   */
+  deliver(jobs: ClaimedJob[], ask: Ask, heldBack?: { retryMs: number | null }): void;
 }
 
 export interface ClaimerOptions {
-  claim(demands: ClaimDemand[]): Promise<ClaimedJob[]>;
+  claim(demands: ClaimDemand[]): Promise<ClaimResult>;
   log: Logger;
   clock?: Clock;
   /** Runs fn on the next turn of the event loop (setImmediate; tests replace it). */
@@ -94,9 +97,12 @@ export class Claimer {
     if (!asks.length) return;
     this.claiming = true;
     try {
-      const jobs = await this.opts.claim(asks.map(([t, a]) => ({ queue: t.queue, limit: a.want })));
+      const { jobs, heldBack } = await this.opts.claim(asks.map(([t, a]) => ({ queue: t.queue, limit: a.want })));
       this.failures = 0;
-      for (const [target, ask] of asks) target.deliver(asks.length === 1 ? jobs : jobs.filter((j) => j.queue === target.queue), ask);
+      for (const [target, ask] of asks) {
+        const retryMs = heldBack.get(target.queue);
+        target.deliver(asks.length === 1 ? jobs : jobs.filter((j) => j.queue === target.queue), ask, retryMs === undefined ? undefined : { retryMs });
+      }
     } catch (err) {
       this.failures++;
       const delay = backoffMs(this.failures, CLAIM_RETRY);

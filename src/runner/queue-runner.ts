@@ -5,10 +5,14 @@
 // nothing has woken the runner since. The slot frees when the handler has settled, while its
 // outcome is still being written, so claiming overlaps writing; but never with more than
 // `maxBacklog` outcomes waiting, so a slow database slows claiming instead of piling up jobs.
+// A queue limit that holds a claim back (cluster-wide concurrency, key concurrency, rate) stops
+// the asking until the limit may allow a start again: when the rate window frees a start, when a
+// job of this runner ends, or after `heldRetryMs` (a job ending on another worker tells no one).
 import { Subject, Subscription, from, mergeMap } from 'rxjs';
 import { errorSummary } from '../db/errors.js';
 import type { AbortCause } from '../errors.js';
 import type { Logger } from '../observe/logger.js';
+import { systemClock, type Clock, type Timer } from '../util/time.js';
 import type { ClaimedJob } from './claim.js';
 import type { Ask, Claimer, ClaimTarget } from './claimer.js';
 import { RunningJob } from './running-job.js';
@@ -22,7 +26,10 @@ export interface QueueRunnerOptions {
   /** Outcomes not yet written, across the worker. */
   backlog(): number;
   maxBacklog: number;
+  /** How soon to ask again after a concurrency limit held a claim back. */
+  heldRetryMs: number;
   log: Logger;
+  clock?: Clock;
 }
 
 export class QueueRunner implements ClaimTarget {
@@ -41,10 +48,16 @@ export class QueueRunner implements ClaimTarget {
   private started = false;
   private stopped = false;
   private idleWaiters: (() => void)[] = [];
+  /** Set while a queue limit holds claims back: the retry that will ask again. */
+  private heldTimer: Timer | undefined;
+  /** Held by a rate limit: a job ending here frees nothing, only time does. */
+  private heldByRate = false;
+  private readonly clock: Clock;
 
   constructor(private readonly opts: QueueRunnerOptions) {
     this.queue = opts.queue;
     this.free = opts.concurrency;
+    this.clock = opts.clock ?? systemClock;
     opts.claimer.add(this);
   }
 
@@ -61,14 +74,21 @@ export class QueueRunner implements ClaimTarget {
   }
 
   ask(): Ask | undefined {
-    if (!this.started || this.stopped || this.free === 0 || this.drainedAt === this.wakeGeneration) return undefined;
+    if (!this.started || this.stopped || this.free === 0 || this.heldTimer || this.drainedAt === this.wakeGeneration) return undefined;
     return { want: this.free, generation: this.wakeGeneration };
   }
 
-  deliver(jobs: ClaimedJob[], ask: Ask): void {
-    if (jobs.length < ask.want) this.drainedAt = ask.generation;
+  deliver(jobs: ClaimedJob[], ask: Ask, heldBack?: { retryMs: number | null }): void {
+    if (heldBack) this.holdBack(heldBack.retryMs);
+    else if (jobs.length < ask.want) this.drainedAt = ask.generation;
     this.free -= jobs.length;
     for (const job of jobs) this.jobs$.next(job);
+  }
+
+  /** The queue's settings changed (limits raised, resumed): ask at once, whatever held it back. */
+  settingsChanged(): void {
+    this.endHold();
+    this.wake();
   }
 
   /** Stops claiming; running jobs go on. */
@@ -84,6 +104,7 @@ export class QueueRunner implements ClaimTarget {
 
   close(): void {
     this.stopClaiming();
+    this.endHold();
     this.subscription.unsubscribe();
   }
 
@@ -100,6 +121,21 @@ export class QueueRunner implements ClaimTarget {
   /** Aborts the job if this runner runs it. */
   abort(id: string, cause: AbortCause, message: string): void {
     this.running.get(id)?.abort(cause, message);
+  }
+
+  private holdBack(retryMs: number | null): void {
+    this.endHold();
+    this.heldByRate = retryMs !== null;
+    this.heldTimer = this.clock.setTimeout(() => {
+      this.heldTimer = undefined;
+      this.opts.claimer.request();
+    }, Math.max(1, Math.ceil(retryMs ?? this.opts.heldRetryMs)));
+  }
+
+  private endHold(): void {
+    if (!this.heldTimer) return;
+    this.clock.clearTimeout(this.heldTimer);
+    this.heldTimer = undefined;
   }
 
   private async runInSlot(job: ClaimedJob): Promise<void> {
@@ -120,6 +156,8 @@ export class QueueRunner implements ClaimTarget {
       this.active--;
       this.free++;
       if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+      // a job of this queue ended: a concurrency limit that held claims back may allow one now
+      if (!this.heldByRate) this.endHold();
       if (this.drainedAt !== this.wakeGeneration) this.opts.claimer.requestSoon();
     }
   }

@@ -32,6 +32,11 @@ export class Runners {
     for (const r of this.list) r.wake();
   }
 
+  /** `queue`'s limits or pause changed: its runner asks at once, whatever held it back. */
+  settingsChanged(queue: string): void {
+    this.byQueue.get(queue)?.settingsChanged();
+  }
+
   has(queue: string): boolean {
     return this.byQueue.has(queue);
   }

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type pg from 'pg';
 import { isResolvedConfig, loadConfig } from '../config/load.js';
+import { queueNames, queueSlots } from '../config/queues.js';
 import type { ConfigInput, SluiceConfig } from '../config/schema.js';
 import { errorSummary } from '../db/errors.js';
 import { createPool, endPool, poolOptions, withClient } from '../db/pool.js';
@@ -28,6 +29,7 @@ import { Metrics } from '../observe/metrics.js';
 import { activeTracer, traceClaim } from '../observe/tracing.js';
 import { claimJobs } from '../runner/claim.js';
 import { Claimer } from '../runner/claimer.js';
+import { ControlledQueues } from '../runner/controlled-queues.js';
 import { Completer } from '../runner/completer.js';
 import { executeJob, jobDb } from '../runner/execute.js';
 import { QueueRunner } from '../runner/queue-runner.js';
@@ -62,6 +64,7 @@ interface Parts {
   listener: Listener;
   completer: Completer;
   claimer: Claimer;
+  controlled: ControlledQueues;
   runners: Runners;
   wakeups: Wakeups;
   lease: Lease;
@@ -91,10 +94,11 @@ export class Worker {
       id: `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
       host: os.hostname(),
       pid: process.pid,
-      queues: worker.queues,
+      queues: queueNames(worker.queues),
       // known once the handlers are loaded, at start
       tasks: [],
-      concurrency: worker.concurrency,
+      // slots of all its queues
+      concurrency: queueSlots(worker.queues, worker.concurrency).reduce((n, q) => n + q.concurrency, 0),
       poolSize: database.poolSize,
       version: VERSION,
     };
@@ -148,13 +152,21 @@ export class Worker {
     this.parts = parts;
     await parts.listener.start();
     if (this.stopping) return;
+    await parts.controlled.refresh();
     parts.lease.start();
     for (const s of parts.services) s.start();
     parts.runners.start();
     parts.wakeups.start();
     this.state = 'running';
     log.info(
-      { workerId: identity.id, queues: config.worker.queues, concurrency: config.worker.concurrency, poolSize: config.database.poolSize, tasks: [...tasks.keys()] },
+      {
+        workerId: identity.id,
+        // slots per queue; concurrency is the default of queues without their own
+        queues: Object.fromEntries(queueSlots(config.worker.queues, config.worker.concurrency).map((q) => [q.name, q.concurrency])),
+        concurrency: config.worker.concurrency,
+        poolSize: config.database.poolSize,
+        tasks: [...tasks.keys()],
+      },
       `worker started: at most ${config.database.poolSize + 1} connections`,
     );
   }
@@ -171,13 +183,14 @@ export class Worker {
       log: log.child({ part: 'listener' }),
     });
     const completer = new Completer(pool, queries, log);
+    const controlled = new ControlledQueues({ pool, queries, log });
     const claimer = new Claimer({
       claim: async (demands) => {
-        const claim = () => claimJobs(pool, queries, demands, identity.tasks, identity.id);
+        const claim = () => claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current);
         const tracer = activeTracer();
-        const jobs = tracer ? await traceClaim(tracer, demands.map((d) => d.queue), claim) : await claim();
-        events.emit({ type: 'claim', jobs: jobs.length });
-        return jobs;
+        const claimed = tracer ? await traceClaim(tracer, demands.map((d) => d.queue), claim, (c) => c.jobs.length) : await claim();
+        events.emit({ type: 'claim', jobs: claimed.jobs.length });
+        return claimed;
       },
       log,
     });
@@ -193,15 +206,17 @@ export class Worker {
       log,
       events,
     };
-    const queues = config.worker.queues.map(
-      (queue) =>
+    const slots = queueSlots(config.worker.queues, config.worker.concurrency);
+    const queues = slots.map(
+      (q) =>
         new QueueRunner({
-          queue,
-          concurrency: config.worker.concurrency,
+          queue: q.name,
+          concurrency: q.concurrency,
           claimer,
           execute: (running) => executeJob(running, execute),
           backlog: () => completer.backlog,
-          maxBacklog: config.worker.concurrency * config.worker.queues.length,
+          maxBacklog: identity.concurrency,
+          heldRetryMs: Math.min(250, config.worker.pollMs),
           log,
         }),
     );
@@ -226,6 +241,10 @@ export class Worker {
       pollMs: config.worker.pollMs,
       clockOffsetMs: () => lease.clockOffsetMs,
       cancelHint: (id) => lease.hint(id),
+      settingsHint: (queue) =>
+        void controlled.refresh().then((changed) => {
+          for (const q of new Set(queue ? [queue, ...changed] : changed)) runners.settingsChanged(q);
+        }),
       events,
     });
     const healthCheck = new HealthCheck({ pool, schema: config.database.schema, thresholds: config.health, everyMs: config.health.checkEveryMs, log });
@@ -238,7 +257,7 @@ export class Worker {
       queueStats: () => this.queueStats(),
       health: () => ({ health: healthCheck.latest, warnings: healthCheck.warnings }),
     });
-    return { pool, listener, completer, claimer, runners, wakeups, lease, healthCheck, services };
+    return { pool, listener, completer, claimer, controlled, runners, wakeups, lease, healthCheck, services };
   }
 
   /**

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import type { ClaimDemand, ClaimedJob } from '../../src/runner/claim.js';
+import type { ClaimDemand, ClaimedJob, ClaimResult } from '../../src/runner/claim.js';
 import { Claimer } from '../../src/runner/claimer.js';
 import { QueueRunner } from '../../src/runner/queue-runner.js';
 import type { RunningJob } from '../../src/runner/running-job.js';
@@ -24,15 +24,19 @@ function store() {
       for (let i = 0; i < n; i++) q.push(job(queue));
       queues.set(queue, q);
     },
-    async claim(demands: ClaimDemand[]): Promise<ClaimedJob[]> {
+    async claim(demands: ClaimDemand[]): Promise<ClaimResult> {
       calls.push(demands);
       await new Promise((r) => setImmediate(r));
-      return demands.flatMap((d) => (queues.get(d.queue) ?? []).splice(0, d.limit));
+      return claimed(demands.flatMap((d) => (queues.get(d.queue) ?? []).splice(0, d.limit)));
     },
   };
 }
 
 const turn = () => new Promise((r) => setImmediate(r));
+
+function claimed(jobs: ClaimedJob[], heldBack = new Map<string, number | null>()): ClaimResult {
+  return { jobs, heldBack };
+}
 
 function runner(claimer: Claimer, queue: string, concurrency: number, execute: (r: RunningJob) => Promise<unknown>) {
   return new QueueRunner({
@@ -45,6 +49,7 @@ function runner(claimer: Claimer, queue: string, concurrency: number, execute: (
     },
     backlog: () => 0,
     maxBacklog: concurrency,
+    heldRetryMs: 250,
     log: silentLogger(),
   });
 }
@@ -84,7 +89,7 @@ describe('queue runner and claimer', () => {
       claim: async (d) => {
         s.calls.push(d);
         if (s.calls.length === 1) await new Promise<void>((r) => (release = r));
-        return [];
+        return claimed([]);
       },
       log: silentLogger(),
     });
@@ -150,7 +155,7 @@ describe('queue runner and claimer', () => {
       claim: async () => {
         calls++;
         if (calls === 1) throw new Error('connection refused');
-        return [];
+        return claimed([]);
       },
       log: silentLogger(),
       clock,
