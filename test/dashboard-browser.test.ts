@@ -38,7 +38,7 @@ describe('dashboard in Chromium', function () {
         if (flakyFails) throw new Error('flaky: upstream said no');
         return { recovered: true };
       },
-    });
+    }, { worker: { queues: ['default', 'other'] } });
     const dashboard = createDashboard({ pool: () => worker.db, schema: 'sluice', token: TOKEN, rescueAfterMs: 15_000, health: { xminAgeWarnMs: 60_000, deadRowsWarn: 100_000, notifyQueueWarn: 0.5 }, log: silentLogger() });
     http = await startHttpServer({ ready: true, state: 'running', metrics: { registry: new Registry() } }, { host: '127.0.0.1', port: 0, dashboard });
     browser = await launchChromium();
@@ -105,6 +105,38 @@ describe('dashboard in Chromium', function () {
     // the worker runs it again; the page follows without a reload
     await waitFor('the retried job to complete', async () => (await state.textContent()) === 'completed', 15_000);
     expect(await page.locator('table.attempts tbody tr').count()).to.equal(2);
+  });
+
+  it('pauses and resumes a queue: no job of it starts while paused', async () => {
+    await page.goto(`${http.url}/dashboard/#/`);
+    const card = page.locator('section[data-queue="default"]');
+    await card.locator('[data-testid=pause]').click();
+    await card.locator('[data-testid=paused]').waitFor();
+    const before = Number(await card.locator('[data-testid=completed]').textContent());
+    await pool.query("SELECT sluice.add_job('ok', payload => '{\"held\": true}')");
+    // the worker still runs another queue's job; the paused queue's job stays runnable meanwhile
+    await pool.query("SELECT sluice.add_job('ok', queue => 'other')");
+    await waitFor('the other queue\'s job to complete', async () => (await pool.query("SELECT 1 FROM sluice.jobs WHERE queue = 'other' AND status = 'completed'")).rowCount === 1);
+    await waitFor('the overview to show the held job', async () => (await card.locator('[data-testid=runnable]').textContent()) === '1');
+    expect((await pool.query("SELECT status FROM sluice.jobs WHERE payload->>'held' = 'true'")).rows[0].status).to.equal('queued');
+
+    await card.locator('[data-testid=resume]').click();
+    await card.locator('[data-testid=pause]').waitFor();
+    expect(await card.locator('[data-testid=paused]').count()).to.equal(0);
+    await waitFor('the held job to run after the resume', async () => (await card.locator('[data-testid=completed]').textContent()) === String(before + 1), 15_000);
+    expect(await card.locator('[data-testid=runnable]').textContent()).to.equal('0');
+    expect((await pool.query("SELECT status FROM sluice.jobs WHERE payload->>'held' = 'true'")).rows[0].status).to.equal('completed');
+  });
+
+  it('edits the limits of a queue', async () => {
+    await page.goto(`${http.url}/dashboard/#/`);
+    const card = page.locator('section[data-queue="default"]');
+    await card.locator('[data-testid=edit-limits]').click();
+    await card.locator('input[name=concurrency]').fill('7');
+    await card.locator('input[name=rateLimit]').fill('100');
+    await card.locator('[data-testid=save-limits]').click();
+    await waitFor('the limits to show', async () => (await card.locator('[data-testid=limits]').textContent()) === 'at most 7 running, 100 starts per 1.0 s');
+    expect((await pool.query("SELECT concurrency, rate_limit FROM sluice.queues WHERE name = 'default'")).rows[0]).to.deep.equal({ concurrency: 7, rate_limit: 100 });
   });
 
   it('renders markup in task names, payloads and errors as text, and runs none of it', async () => {

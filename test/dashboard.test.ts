@@ -72,6 +72,8 @@ describe('dashboard access and API', function () {
         expect((await body(res)).error).to.match(/read-only.*http\.dashboardToken/);
       }
       expect((await post(open.url, 'api/jobs/bulk', { action: 'retry', filter: { state: 'failed' } })).status).to.equal(403);
+      for (const action of ['pause', 'resume', 'limits']) expect((await post(open.url, `api/queues/default/${action}`, { concurrency: 1 })).status, action).to.equal(403);
+      expect((await pool.query('SELECT count(*)::int AS n FROM sluice.queues')).rows[0].n).to.equal(0);
       expect(await status(pool, id)).to.equal('failed');
     });
   });
@@ -148,6 +150,28 @@ describe('dashboard access and API', function () {
       expect(await status(pool, id)).to.equal(undefined);
       expect((await act('delete')).status).to.equal(404);
       expect((await post(locked.url, 'api/jobs/abc/retry', {}, bearer)).status).to.equal(400);
+    });
+
+    it('pauses, resumes and limits a queue through the functions sluice queue uses, naming a bad limit', async () => {
+      const bearer = { authorization: `Bearer ${TOKEN}` };
+      const queueRow = async () => (await pool.query("SELECT paused, concurrency, rate_limit, rate_period FROM sluice.queues WHERE name = 'ctl'")).rows[0];
+      expect((await post(locked.url, 'api/queues/ctl/pause', {}, bearer)).status).to.equal(200);
+      expect(await queueRow()).to.include({ paused: true });
+      const limits = await post(locked.url, 'api/queues/ctl/limits', { concurrency: 3, keyConcurrency: null, rateLimit: 10, ratePeriodMs: 60_000 }, bearer);
+      expect(limits.status).to.equal(200);
+      expect(await queueRow()).to.include({ paused: true, concurrency: 3, rate_limit: 10 });
+      const overview = await body(await fetch(`${locked.url}/dashboard/api/overview`, { headers: bearer }));
+      expect(overview.queues.find((q: { queue: string }) => q.queue === 'ctl')).to.deep.include({
+        paused: true,
+        limits: { concurrency: 3, keyConcurrency: null, rateLimit: 10, ratePeriodMs: 60_000 },
+      });
+      const bad = await post(locked.url, 'api/queues/ctl/limits', { concurrency: 0 }, bearer);
+      expect(bad.status).to.equal(400);
+      expect((await body(bad)).error).to.match(/concurrency must be an integer >= 1/);
+      expect((await post(locked.url, 'api/queues/ctl/limits', { concurrency: 'many' }, bearer)).status).to.equal(400);
+      expect((await post(locked.url, 'api/queues/ctl/resume', {}, bearer)).status).to.equal(200);
+      expect(await queueRow()).to.include({ paused: false, concurrency: 3 });
+      expect((await post(locked.url, 'api/queues/ctl/explode', {}, bearer)).status).to.equal(400);
     });
 
     it('bulk actions apply to every job matching the filter, and need a state the action applies to', async () => {

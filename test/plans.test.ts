@@ -299,7 +299,7 @@ describe('dashboard statements with 10,000,000 finished jobs', function () {
     expect(total(failed), JSON.stringify(failed)).to.be.at.most(60);
   });
 
-  for (const name of ['jobs_bounds', 'dashboard_queues', 'dashboard_throughput'] as const) {
+  for (const name of ['jobs_bounds', 'queue_list', 'dashboard_throughput'] as const) {
     it(`${name} reads only unfinished or recent jobs`, async () => {
       const scans = await reads(q[name].config({}));
       expect(scans.map((s) => s.type), JSON.stringify(scans)).to.not.include('Seq Scan');

@@ -3,6 +3,7 @@
 // call the same SQL functions (sluice.retry_job, cancel_job, run_job_now, delete_job).
 import { readBudget, type Budget } from '../admin/budget.js';
 import { cancelJob, deleteJob, getJob, JOB_STATUSES, parseJobId, retryJob, runJobNow, type JobDetail, type JobStatus, type JobSummary, type StatusChange } from '../admin/jobs.js';
+import { listQueues, pauseQueue, resumeQueue, setQueueLimits } from '../admin/queues.js';
 import { listWorkers, type WorkerStatus } from '../admin/status.js';
 import { loadQueries, type JobRow } from '../db/queries.js';
 import type { Queryable } from '../db/statement.js';
@@ -26,6 +27,10 @@ export interface QueueOverview {
   series: { minutes: number[]; completed: number[]; failed: number[] };
   /** Live workers that take this queue. */
   workers: number;
+  /** sluice.queues: no worker starts its jobs while paused. */
+  paused: boolean;
+  /** Limits across all workers (null: none). */
+  limits: { concurrency: number | null; keyConcurrency: number | null; rateLimit: number | null; ratePeriodMs: number };
 }
 
 export interface Overview {
@@ -37,27 +42,30 @@ const MINUTE = 60_000;
 
 export async function readOverview(db: Queryable, schema: string, rescueAfterMs: number): Promise<Overview> {
   const q = loadQueries(schema);
-  const unfinished = (await q.dashboard_queues.run(db, {})).rows;
+  // the queues with settings or unfinished jobs, read as `sluice queue list` reads them
+  const unfinished = await listQueues(db, schema);
   const finished = (await q.dashboard_throughput.run(db, {})).rows;
   const workers = (await listWorkers(db, schema, rescueAfterMs)).filter((w) => w.alive);
-  const names = new Set([...unfinished.map((r) => r.queue), ...finished.map((r) => r.queue), ...workers.flatMap((w) => w.queues)]);
+  const names = new Set([...unfinished.map((r) => r.name), ...finished.map((r) => r.queue), ...workers.flatMap((w) => w.queues)]);
   const last = Math.floor(Date.now() / MINUTE) * MINUTE;
   const minutes = Array.from({ length: 60 }, (_, i) => last - (59 - i) * MINUTE);
   const queues = [...names].sort().map((queue): QueueOverview => {
-    const u = unfinished.find((r) => r.queue === queue);
+    const u = unfinished.find((r) => r.name === queue);
     const f = finished.filter((r) => r.queue === queue);
     const at = (m: number) => f.find((r) => r.minute_ms === m);
     return {
       queue,
       runnable: u?.runnable ?? 0,
-      scheduled: u?.scheduled ?? 0,
+      scheduled: u ? u.queued - u.runnable : 0,
       running: u?.running ?? 0,
       completed: f.reduce((n, r) => n + r.completed, 0),
       failed: f.reduce((n, r) => n + r.failed, 0),
       cancelled: f.reduce((n, r) => n + r.cancelled, 0),
-      oldestRunnableMs: u?.oldest_runnable_ms ?? null,
+      oldestRunnableMs: u?.oldestRunnableAgeMs ?? null,
       series: { minutes, completed: minutes.map((m) => at(m)?.completed ?? 0), failed: minutes.map((m) => at(m)?.failed ?? 0) },
       workers: workers.filter((w) => w.queues.includes(queue)).length,
+      paused: u?.paused ?? false,
+      limits: { concurrency: u?.concurrency ?? null, keyConcurrency: u?.keyConcurrency ?? null, rateLimit: u?.rateLimit ?? null, ratePeriodMs: u?.ratePeriodMs ?? 1000 },
     };
   });
   return { queues, liveWorkers: workers.length };
@@ -268,4 +276,30 @@ export async function bulkJobAction(pool: pg.Pool, schema: string, action: JobAc
     }
   }
   return { done, skipped, next: page.next };
+}
+
+export const QUEUE_ACTIONS = ['pause', 'resume', 'limits'] as const;
+export type QueueAction = (typeof QUEUE_ACTIONS)[number];
+
+function limitField(body: Record<string, unknown>, name: string): number | null {
+  const v = body[name];
+  if (v === undefined || v === null || v === '') return null;
+  if (typeof v !== 'number') throw new DashboardInputError(`${name} must be a number or null, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** Pause, resume or set the limits of a queue, through the functions `sluice queue` uses. */
+export async function applyQueueAction(db: Queryable, schema: string, queue: string, action: string, body: Record<string, unknown>): Promise<{ queue: string; action: QueueAction }> {
+  if (!(QUEUE_ACTIONS as readonly string[]).includes(action)) throw new DashboardInputError(`queue action must be one of ${QUEUE_ACTIONS.join(', ')}, got ${JSON.stringify(action)}`);
+  if (action === 'pause') await pauseQueue(db, schema, queue);
+  else if (action === 'resume') await resumeQueue(db, schema, queue);
+  else {
+    await setQueueLimits(db, schema, queue, {
+      concurrency: limitField(body, 'concurrency'),
+      keyConcurrency: limitField(body, 'keyConcurrency'),
+      rateLimit: limitField(body, 'rateLimit'),
+      ratePeriodMs: limitField(body, 'ratePeriodMs') ?? undefined,
+    });
+  }
+  return { queue, action: action as QueueAction };
 }

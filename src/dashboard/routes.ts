@@ -9,7 +9,7 @@ import { readHealth, type HealthThresholds } from '../admin/health.js';
 import { JobNotFoundError, JobStateError, SluiceError } from '../errors.js';
 import type { Logger } from '../observe/logger.js';
 import { redact } from '../util/redact.js';
-import { applyJobAction, bulkJobAction, DashboardInputError, pageJobs, parseAction, parseFilter, readJob, readOverview, readWorkers } from './api.js';
+import { applyJobAction, applyQueueAction, bulkJobAction, DashboardInputError, pageJobs, parseAction, parseFilter, readJob, readOverview, readWorkers } from './api.js';
 import { Assets } from './assets.js';
 import { clearedCookie, DashboardAuth, type Access } from './auth.js';
 
@@ -111,6 +111,12 @@ export function createDashboard(opts: DashboardOptions): DashboardHandler {
       opts.log.info({ action, jobId: change.id }, `dashboard: ${action} job ${change.id}`);
       return json(res, 200, change);
     }
+    const queue = /^queues\/([^/]+)\/([a-z-]+)$/.exec(route);
+    if (queue) {
+      const done = await applyQueueAction(opts.pool(), schema, decodeURIComponent(queue[1]!), queue[2]!, body);
+      opts.log.info({ ...done, limits: done.action === 'limits' ? body : undefined }, `dashboard: ${done.action} queue ${done.queue}`);
+      return json(res, 200, done);
+    }
     throw new HttpError(404, `no such action: ${route}`);
   }
 
@@ -161,6 +167,7 @@ export function createDashboard(opts: DashboardOptions): DashboardHandler {
         : err instanceof DashboardInputError || err instanceof RangeError ? 400
         : err instanceof JobNotFoundError ? 404
         : err instanceof JobStateError ? 409
+        : (err as { code?: string }).code === '22023' ? 400
         : err instanceof SluiceError && err.code === 'worker_state' ? 503
         : 500;
       const message = redact((err as Error).message ?? String(err));

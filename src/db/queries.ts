@@ -187,10 +187,6 @@ const catalog = {
     { before: string; floor: string; status: string | null; queue: string | null; task: string | null; jobKey: string | null; error: string | null; limit: number },
     Omit<JobRow, 'payload' | 'errors' | 'result' | 'locked_at'>
   >('admin/jobs_page.sql', rare),
-  dashboard_queues: def<Record<string, never>, { queue: string; runnable: number; scheduled: number; running: number; oldest_runnable_ms: number | null }>(
-    'admin/dashboard_queues.sql',
-    rare,
-  ),
   dashboard_throughput: def<Record<string, never>, { queue: string; minute_ms: number; completed: number; failed: number; cancelled: number }>(
     'admin/dashboard_throughput.sql',
     rare,

@@ -116,8 +116,63 @@ function Chart({ series }) {
   return html`<div class="chart" ref=${el}></div>`;
 }
 
+const limitText = (l) =>
+  [
+    l.concurrency !== null ? `at most ${l.concurrency} running` : null,
+    l.keyConcurrency !== null ? `${l.keyConcurrency} per key` : null,
+    l.rateLimit !== null ? `${l.rateLimit} starts per ${age(l.ratePeriodMs)}` : null,
+  ]
+    .filter(Boolean)
+    .join(', ') || 'no limits';
+
+function QueueControls({ q, reload }) {
+  const [editing, setEditing] = useState(false);
+  const [form, setForm] = useState({});
+  const [error, setError] = useState(null);
+  const act = async (action, body) => {
+    try {
+      await post(`queues/${encodeURIComponent(q.queue)}/${action}`, body);
+      setError(null);
+      setEditing(false);
+    } catch (err) {
+      setError(err.message);
+    }
+    reload();
+  };
+  const edit = () => {
+    const l = q.limits;
+    setForm({ concurrency: l.concurrency ?? '', keyConcurrency: l.keyConcurrency ?? '', rateLimit: l.rateLimit ?? '', ratePeriodMs: l.ratePeriodMs });
+    setEditing(true);
+  };
+  const num = (v) => (v === '' || v === null ? null : Number(v));
+  const save = (e) => {
+    e.preventDefault();
+    act('limits', { concurrency: num(form.concurrency), keyConcurrency: num(form.keyConcurrency), rateLimit: num(form.rateLimit), ratePeriodMs: num(form.ratePeriodMs) });
+  };
+  const input = (name, label) => html`<label>${label}<input name=${name} type="number" min="1" value=${form[name]} onInput=${(e) => setForm({ ...form, [name]: e.target.value })} /></label>`;
+  return html`
+    <p class="limits-line"><span data-testid="limits">${limitText(q.limits)}</span></p>
+    ${session.readOnly
+      ? null
+      : html`<div class="actions">
+          ${q.paused
+            ? html`<button data-testid="resume" onClick=${() => act('resume')}>Resume</button>`
+            : html`<button data-testid="pause" onClick=${() => act('pause')}>Pause</button>`}
+          ${editing ? null : html`<button data-testid="edit-limits" onClick=${edit}>Edit limits</button>`}
+        </div>`}
+    ${editing
+      ? html`<form class="limits" onSubmit=${save}>
+          ${input('concurrency', 'Concurrency')} ${input('keyConcurrency', 'Per key')} ${input('rateLimit', 'Rate limit')} ${input('ratePeriodMs', 'per ms')}
+          <button type="submit" data-testid="save-limits">Save</button>
+          <button type="button" onClick=${() => setEditing(false)}>Cancel</button>
+        </form>`
+      : null}
+    <${ErrorBanner} error=${error} />
+  `;
+}
+
 function Overview() {
-  const { data, error } = usePoll('overview');
+  const { data, error, reload } = usePoll('overview');
   if (!data) return html`<${ErrorBanner} error=${error} /><p>Loading…</p>`;
   return html`
     <${ErrorBanner} error=${error} />
@@ -126,8 +181,8 @@ function Overview() {
     <div class="queues">
       ${data.queues.map(
         (q) => html`
-          <section class="queue" data-queue=${q.queue}>
-            <h2><a href=${`#/jobs?queue=${encodeURIComponent(q.queue)}`}>${q.queue}</a></h2>
+          <section class="queue" key=${q.queue} data-queue=${q.queue}>
+            <h2><a href=${`#/jobs?queue=${encodeURIComponent(q.queue)}`}>${q.queue}</a> ${q.paused ? html`<span class="paused" data-testid="paused">paused</span>` : null}</h2>
             <table class="counts">
               <tr>
                 <th>runnable</th><th>scheduled</th><th>running</th><th>completed 1h</th><th>failed 1h</th><th>cancelled 1h</th><th>oldest runnable</th><th>workers</th>
@@ -143,6 +198,7 @@ function Overview() {
                 <td>${q.workers}</td>
               </tr>
             </table>
+            <${QueueControls} q=${q} reload=${reload} />
             <${Chart} series=${q.series} />
           </section>
         `,
