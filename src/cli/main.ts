@@ -6,6 +6,7 @@ import { EXIT_CODES, reportError } from './context.js';
 import * as config from './commands/config.js';
 import * as dashboard from './commands/dashboard.js';
 import * as jobs from './commands/jobs.js';
+import * as queues from './commands/queues.js';
 import * as setup from './commands/setup.js';
 import * as start from './commands/start.js';
 import * as status from './commands/status.js';
@@ -22,7 +23,7 @@ export function buildProgram(): Command {
     })
     .showSuggestionAfterError(true);
   program.addHelpText('after', EXIT_CODES);
-  for (const group of [start, setup, jobs, status, dashboard, config]) group.register(program);
+  for (const group of [start, setup, jobs, queues, status, dashboard, config]) group.register(program);
   return program;
 }
 

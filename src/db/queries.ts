@@ -89,6 +89,11 @@ const catalog = {
     'queries/claim_controlled_jobs.sql',
   ),
   controlled_queues: def<Record<string, never>, { name: string }>('queries/controlled_queues.sql'),
+  enqueue_cron: def<
+    { name: string; tick: string; task: string; payload: string; queue: string | null; priority: number | null; maxAttempts: number | null },
+    { id: string | null }
+  >('queries/enqueue_cron.sql'),
+  cron_last_tick: def<{ name: string }, { tick: Date | null }>('queries/cron_last_tick.sql'),
   snooze_jobs: def<{ snoozes: string }, { id: string }>('queries/snooze_jobs.sql'),
   complete_jobs: def<{ completions: string }, { refused: string }>('queries/complete_jobs.sql'),
   fail_jobs: def<{ failures: string }, { id: string; status: 'queued' | 'failed'; run_at: Date }>('queries/fail_jobs.sql'),
@@ -105,6 +110,7 @@ const catalog = {
   lost_jobs: def<{ ids: string[]; tokens: string[] }, { id: string; status: string | null }>('queries/lost_jobs.sql'),
   queue_depth: def<Record<string, never>, { queue: string; status: string; n: number; oldest: number | null }>('queries/queue_depth.sql'),
   prune_lock: def<Record<string, never>, { got: boolean }>('queries/prune_lock.sql'),
+  prune_cron_ticks: def<{ keepMs: number }>('queries/prune_cron_ticks.sql'),
   prune_jobs: def<{ keepCompletedMs: number; keepFailedMs: number; batchSize: number }>('queries/prune_jobs.sql'),
   dead_rows: def<Record<string, never>, { dead: string; may_vacuum: boolean }>('queries/dead_rows.sql'),
   // database health, read by the worker's health check and by `sluice status`

@@ -1,5 +1,7 @@
 // Deletes finished jobs past their retention, in small batches, one pruner at a time across all
 // workers (an advisory lock), so the table holds what operators want to look at and no more.
+// Recorded cron ticks go too, once older than any job retention (and at least a day), each
+// recurring job's latest tick excepted.
 import type pg from 'pg';
 import { transaction } from '../db/pool.js';
 import type { Queries } from '../db/queries.js';
@@ -46,5 +48,10 @@ export class Pruner extends PeriodicService {
   protected async runOnce(): Promise<void> {
     const deleted = await this.pruneNow();
     if (deleted) this.opts.log.info({ deleted }, 'pruned finished jobs past their retention');
+    const { pool, queries, keepCompletedMs, keepFailedMs } = this.opts;
+    const keepMs = Math.max(keepCompletedMs, keepFailedMs, 86_400_000);
+    await transaction(pool, async (c) => {
+      if ((await queries.prune_lock.run(c, {})).rows[0]!.got) await queries.prune_cron_ticks.run(c, { keepMs });
+    });
   }
 }

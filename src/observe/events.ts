@@ -19,10 +19,12 @@ export type SluiceEvent =
   | { type: 'job.completed'; job: JobRef; seconds: number; inTransaction: boolean }
   | { type: 'job.retried'; job: JobRef; seconds: number; error: string; retryInMs: number }
   | { type: 'job.failed'; job: JobRef; seconds: number; error: string; permanent: boolean }
+  /** The handler returned snooze(ms): back to queued, due in `delayMs`, the attempt not spent. */
+  | { type: 'job.snoozed'; job: JobRef; seconds: number; delayMs: number }
   /** The handler was aborted: cancelled, the job lost to another holder, or released at shutdown. */
   | { type: 'job.aborted'; job: JobRef; cause: Exclude<AbortCause, 'timeout'> }
   /** An outcome was refused: the job was cancelled, rescued or re-claimed meanwhile. */
-  | { type: 'job.fenced'; job: JobRef; outcome: 'completed' | 'failed' | 'completed-in-transaction' }
+  | { type: 'job.fenced'; job: JobRef; outcome: 'completed' | 'failed' | 'snoozed' | 'completed-in-transaction' }
   /** An aborted handler still runs `afterMs` after the abort (and keeps its slot). */
   | { type: 'job.stuck'; job: JobRef; cause: AbortCause; afterMs: number }
   | { type: 'job.unstuck'; job: JobRef }

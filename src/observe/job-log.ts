@@ -6,6 +6,7 @@ import type { Logger } from './logger.js';
 const FENCED = {
   completed: 'job finished but is no longer held by this worker (cancelled or rescued meanwhile); its result was not written',
   failed: 'job failed but is no longer held by this worker (cancelled or rescued meanwhile); the failure was not written',
+  snoozed: 'job snoozed but is no longer held by this worker (cancelled or rescued meanwhile); the snooze was not written',
   'completed-in-transaction': 'job is no longer held by this worker (cancelled or rescued meanwhile); its transaction was rolled back',
 } as const;
 
@@ -30,6 +31,9 @@ export function logEvents(events: Events, log: Logger): () => void {
         return;
       case 'job.retried':
         log.warn({ ...fields(e.job), error: firstLine(e.error), retryInMs: Math.round(e.retryInMs) }, 'job failed; will retry');
+        return;
+      case 'job.snoozed':
+        if (debug()) log.debug({ ...fields(e.job), delayMs: e.delayMs }, 'job snoozed');
         return;
       case 'job.failed':
         log.error({ ...fields(e.job), error: firstLine(e.error), permanent: e.permanent }, 'job failed for good');

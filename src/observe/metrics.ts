@@ -25,6 +25,7 @@ interface JobFamilies {
   completed: client.Counter<'queue' | 'task'>;
   failed: client.Counter<'queue' | 'task'>;
   retried: client.Counter<'queue' | 'task'>;
+  snoozed: client.Counter<'queue' | 'task'>;
   cancelled: client.Counter<'queue' | 'task'>;
   fenced: client.Counter<'queue' | 'task'>;
   stuck: client.Gauge<'queue' | 'task'>;
@@ -62,6 +63,10 @@ class JobMetrics {
     this.f.failed.inc(this.labels);
     this.durationChild.observe(seconds);
   }
+  snoozed(seconds: number): void {
+    this.f.snoozed.inc(this.labels);
+    this.durationChild.observe(seconds);
+  }
   cancelled(): void {
     this.f.cancelled.inc(this.labels);
   }
@@ -95,6 +100,7 @@ export class Metrics {
       completed: jobCounter('sluice_jobs_completed_total', 'Jobs completed.'),
       failed: jobCounter('sluice_jobs_failed_total', 'Jobs failed for good (no attempts left, permanent error, unknown task).'),
       retried: jobCounter('sluice_jobs_retried_total', 'Failed attempts that will be retried.'),
+      snoozed: jobCounter('sluice_jobs_snoozed_total', 'Runs that returned snooze(ms): back to queued, the attempt not spent.'),
       cancelled: jobCounter('sluice_jobs_cancelled_total', 'Running jobs whose handler was aborted by a cancellation.'),
       fenced: jobCounter('sluice_outcomes_fenced_total', 'Outcomes refused because the job was cancelled, rescued or re-claimed meanwhile.'),
       stuck: new client.Gauge({ name: 'sluice_handlers_stuck', help: 'Aborted handlers that have not settled yet (they keep their slot).', labelNames: ['queue', 'task'] as const, registers: r }),
@@ -245,6 +251,8 @@ export class Metrics {
         return this.forJob(e.job).retried(e.seconds);
       case 'job.failed':
         return this.forJob(e.job).failed(e.seconds);
+      case 'job.snoozed':
+        return this.forJob(e.job).snoozed(e.seconds);
       case 'job.aborted':
         if (e.cause === 'cancelled') this.forJob(e.job).cancelled();
         return;

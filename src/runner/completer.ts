@@ -26,7 +26,7 @@ interface Pending {
   job: ClaimedJob;
   /** JSON text of one element of the statement's array parameter. */
   json: string;
-  kind: 'complete' | 'fail';
+  kind: 'complete' | 'fail' | 'snooze';
   resolve: (w: Written) => void;
 }
 
@@ -51,6 +51,11 @@ export class Completer {
   fail(job: ClaimedJob, error: string, retry: boolean, delayMs: number): Promise<Written> {
     const json = JSON.stringify({ id: job.id, token: job.token, error, retry, delay_ms: Math.round(delayMs) });
     return this.enqueue(job, 'fail', json);
+  }
+
+  /** Back to queued in `delayMs`, the attempt not spent. */
+  snooze(job: ClaimedJob, delayMs: number): Promise<Written> {
+    return this.enqueue(job, 'snooze', `{"id":${job.id},"token":${job.token},"delay_ms":${Math.round(delayMs)}}`);
   }
 
   /** Outcomes not yet confirmed written: waiting, or in the statement under way. */
@@ -114,14 +119,13 @@ export class Completer {
   private async write(batch: Pending[]): Promise<void> {
     const completes = batch.filter((p) => p.kind === 'complete');
     const fails = batch.filter((p) => p.kind === 'fail');
-    const { completed, failed } = await withClient(this.pool, async (client) => {
-      const completed = completes.length
-        ? await this.queries.complete_jobs.run(client, { completions: `[${completes.map((p) => p.json).join(',')}]` })
-        : undefined;
-      const failed = fails.length
-        ? await this.queries.fail_jobs.run(client, { failures: `[${fails.map((p) => p.json).join(',')}]` })
-        : undefined;
-      return { completed, failed };
+    const snoozes = batch.filter((p) => p.kind === 'snooze');
+    const array = (items: Pending[]) => `[${items.map((p) => p.json).join(',')}]`;
+    const { completed, failed, snoozed } = await withClient(this.pool, async (client) => {
+      const completed = completes.length ? await this.queries.complete_jobs.run(client, { completions: array(completes) }) : undefined;
+      const failed = fails.length ? await this.queries.fail_jobs.run(client, { failures: array(fails) }) : undefined;
+      const snoozed = snoozes.length ? await this.queries.snooze_jobs.run(client, { snoozes: array(snoozes) }) : undefined;
+      return { completed, failed, snoozed };
     });
     const refused = new Set((completed?.rows ?? []).map((r) => String(r.refused)));
     for (const p of completes) p.resolve(refused.has(p.job.id) ? FENCED : { applied: true, status: 'completed' });
@@ -130,6 +134,8 @@ export class Completer {
       const status = statusById.get(p.job.id);
       p.resolve(status ? { applied: true, status } : FENCED);
     }
+    const snoozedIds = new Set((snoozed?.rows ?? []).map((r) => String(r.id)));
+    for (const p of snoozes) p.resolve(snoozedIds.has(p.job.id) ? { applied: true, status: 'queued' } : FENCED);
   }
 }
 

@@ -8,6 +8,7 @@ import { isPermanent, JobAbortedError } from '../errors.js';
 import type { Events } from '../observe/events.js';
 import type { Logger } from '../observe/logger.js';
 import { activeTracer, runInSpan, startRunSpan, traceOutcome } from '../observe/tracing.js';
+import { isSnooze } from '../snooze.js';
 import type { JobContext, JobDb, JobInfo, TaskDefinition } from '../tasks.js';
 import { TIMED_OUT, withTimeout } from '../util/time.js';
 import type { ClaimedJob } from './claim.js';
@@ -46,6 +47,7 @@ type Outcome =
   | { kind: 'completed'; resultJson: string | undefined }
   | { kind: 'completed-in-transaction' }
   | { kind: 'failed'; error: string; retry: boolean }
+  | { kind: 'snoozed'; delayMs: number }
   /** Released (shutdown), cancelled or lost: nothing to write. */
   | { kind: 'abandoned' };
 
@@ -150,6 +152,7 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
       (result) => {
         clearTimeout(timer);
         if (ctx.completedInTransaction) return settle({ kind: 'completed-in-transaction' });
+        if (isSnooze(result)) return settle({ kind: 'snoozed', delayMs: result.ms });
         try {
           settle({ kind: 'completed', resultJson: serializeResult(result) });
         } catch (err) {
@@ -187,6 +190,12 @@ async function writeOutcome(running: RunningJob, outcome: Outcome, deps: Execute
       const w = await deps.completer.complete(job, outcome.resultJson);
       if (w.applied) events.emit({ type: 'job.completed', job, seconds, inTransaction: false });
       else if (w.reason === 'fenced') events.emit({ type: 'job.fenced', job, outcome: 'completed' });
+      return;
+    }
+    case 'snoozed': {
+      const w = await deps.completer.snooze(job, outcome.delayMs);
+      if (w.applied) events.emit({ type: 'job.snoozed', job, seconds, delayMs: outcome.delayMs });
+      else if (w.reason === 'fenced') events.emit({ type: 'job.fenced', job, outcome: 'snoozed' });
       return;
     }
     case 'failed': {

@@ -27,6 +27,8 @@ import { logEvents } from '../observe/job-log.js';
 import { createLogger, type Logger } from '../observe/logger.js';
 import { Metrics } from '../observe/metrics.js';
 import { activeTracer, traceClaim } from '../observe/tracing.js';
+import { CronScheduler } from '../cron/scheduler.js';
+import { cronStore } from '../cron/store.js';
 import { claimJobs } from '../runner/claim.js';
 import { Claimer } from '../runner/claimer.js';
 import { ControlledQueues } from '../runner/controlled-queues.js';
@@ -134,6 +136,11 @@ export class Worker {
       throw new SluiceError('usage', `no task handlers: ${where}; a worker claims only jobs of tasks it has a handler for, so it would never run anything`);
     }
     identity.tasks = [...tasks.keys()].sort();
+    for (const entry of config.cron) {
+      if (!tasks.has(entry.task)) {
+        throw new SluiceError('usage', `cron entry ${entry.name}: task ${JSON.stringify(entry.task)} has no handler in this worker (handlers: ${identity.tasks.join(', ')})`);
+      }
+    }
     // application_name names the worker so operators can count its connections per process
     const pool = createPool(poolOptions(config, `sluice ${identity.id}`.slice(0, 63)), log);
     this.pool = pool;
@@ -249,6 +256,9 @@ export class Worker {
     });
     const healthCheck = new HealthCheck({ pool, schema: config.database.schema, thresholds: config.health, everyMs: config.health.checkEveryMs, log });
     const services = [...maintenanceServices({ pool, queries, config, events, log, healthySince: () => lease.healthySince }), healthCheck];
+    if (config.cron.length) {
+      services.push(new CronScheduler({ entries: config.cron, store: cronStore(pool, queries), clockOffsetMs: () => lease.clockOffsetMs, log: log.child({ part: 'cron' }) }));
+    }
     this.metrics.attach({
       inFlight: () => runners.inFlight,
       pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),

@@ -30,8 +30,9 @@ export async function chaosCluster(settings: ClusterSettings = {}): Promise<{ cl
   return { cluster, admin };
 }
 
-export async function spawnWorker(url: string, env: Record<string, string> = {}): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/worker-process.ts'], {
+/** A worker process running `script` (test/support/worker-process.ts: the record task). */
+export async function spawnWorker(url: string, env: Record<string, string> = {}, script = 'test/support/worker-process.ts'): Promise<WorkerProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
     env: {
       PATH: process.env.PATH,
       DATABASE_URL: url,

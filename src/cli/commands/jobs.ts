@@ -17,7 +17,8 @@ export function register(program: Command): void {
       .option('--run-at <iso>', 'run no earlier than this time (ISO 8601)')
       .option('--priority <n>', 'priority, lower runs first (default 0)', intArg('--priority', 0))
       .option('--max-attempts <n>', 'attempts before the job fails for good (default 25)', intArg('--max-attempts', 1))
-      .option('-k, --key <key>', 'job key: at most one unfinished job per key (a duplicate returns its id)'),
+      .option('-k, --key <key>', 'job key: at most one unfinished job per key (a duplicate returns its id)')
+      .option('--concurrency-key <key>', "groups jobs for the queue's key concurrency limit (a customer id, say)"),
   ).action((task: string, opts: AddOptions) => cmdAdd(task, opts));
 
   common(
@@ -65,6 +66,7 @@ interface AddOptions extends CommonOptions {
   priority?: number;
   maxAttempts?: number;
   key?: string;
+  concurrencyKey?: string;
 }
 
 /** --payload JSON, @FILE (the file's contents) or - (standard input). */
@@ -110,6 +112,7 @@ async function cmdAdd(task: string, opts: AddOptions): Promise<void> {
   if (opts.priority !== undefined) job.priority = opts.priority;
   if (opts.maxAttempts !== undefined) job.maxAttempts = opts.maxAttempts;
   if (opts.key !== undefined) job.jobKey = opts.key;
+  if (opts.concurrencyKey !== undefined) job.concurrencyKey = opts.concurrencyKey;
   const config = loadCliConfig(opts);
   const id = await withDatabase(config, (pool, schema) => addJob(pool, job, schema));
   if (opts.json) return printJson({ id });
