@@ -18,6 +18,10 @@ import { Worker } from '../src/worker/worker.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const docs = path.join(root, 'docs');
 const TOKEN = 'screenshot-token';
+const CRON = [
+  { name: 'digest-emails', schedule: '*/5 * * * * *', task: 'send_email', payload: { template: 'digest' } },
+  { name: 'nightly-report', schedule: '0 3 * * *', timezone: 'Europe/Berlin', task: 'build_report', queue: 'reports' },
+];
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -60,6 +64,7 @@ async function main(): Promise<void> {
     let declined = 0;
     const tasks = {
       send_email: async () => ({ sent: true }),
+      build_report: async () => ({ pages: 12 }),
       resize_image: async (_p: unknown, ctx: { signal: AbortSignal }) => {
         await new Promise((r) => {
           const t = setTimeout(r, 120_000);
@@ -74,7 +79,7 @@ async function main(): Promise<void> {
     };
     for (const queues of [['default', 'billing'], ['images']]) {
       const w = new Worker({
-        config: { database: { url, poolSize: 3 }, worker: { queues, concurrency: 4, retryBaseMs: 200, retryMaxMs: 400, pollMs: 1000 }, http: { enabled: false } },
+        config: { database: { url, poolSize: 3 }, worker: { queues, concurrency: 4, retryBaseMs: 200, retryMaxMs: 400, pollMs: 1000 }, http: { enabled: false }, cron: CRON },
         tasks,
         logger: log,
       });
@@ -86,6 +91,9 @@ async function main(): Promise<void> {
     await pool.query("SELECT sluice.add_job('send_email', jsonb_build_object('to', 'user' || g || '@example.com', 'template', 'welcome')) FROM generate_series(1, 20) g");
     await until('a job to fail three times', async () => (await pool.query("SELECT count(*)::int AS n FROM sluice.jobs WHERE payload->>'customer' = 'cus_1' AND status = 'failed'")).rows[0].n >= 1);
     await until('slow jobs to run', async () => (await pool.query("SELECT count(*)::int AS n FROM sluice.jobs WHERE status = 'running'")).rows[0].n >= 4);
+    await until('a recurring job to tick', async () => (await pool.query("SELECT 1 FROM sluice.cron_ticks WHERE name = 'digest-emails'")).rowCount! > 0);
+    await pool.query("SELECT sluice.set_queue_limits('billing', concurrency => 2, rate_limit => 50)");
+    await pool.query("SELECT sluice.pause_queue('reports')");
     const failed = (await pool.query("SELECT id FROM sluice.jobs WHERE payload->>'customer' = 'cus_1'")).rows[0].id as string;
     // an analytics session that holds the xmin horizon, for the health page
     const analytics = new pg.Client({ connectionString: url, application_name: 'metabase' });
@@ -94,7 +102,7 @@ async function main(): Promise<void> {
     await analytics.query('SELECT count(*) FROM sluice.jobs');
     cleanups.push(() => analytics.end());
 
-    const dashboard = createDashboard({ pool: () => workers[0]!.db, schema: 'sluice', token: TOKEN, rescueAfterMs: 15_000, health: { xminAgeWarnMs: 1000, deadRowsWarn: 100_000, notifyQueueWarn: 0.5 }, log: silentLogger() });
+    const dashboard = createDashboard({ pool: () => workers[0]!.db, schema: 'sluice', token: TOKEN, rescueAfterMs: 15_000, health: { xminAgeWarnMs: 1000, deadRowsWarn: 100_000, notifyQueueWarn: 0.5 }, cron: CRON, log: silentLogger() });
     http = await startHttpServer({ ready: true, state: 'running', metrics: { registry: new Registry() } }, { host: '127.0.0.1', port: 0, dashboard });
     const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
     try {
@@ -110,6 +118,7 @@ async function main(): Promise<void> {
         ['job', `#/jobs/${failed}`, 'table.attempts tbody tr'],
         ['workers', '#/workers', 'table.workers tbody tr'],
         ['connections', '#/budget', '[data-testid=max-connections]'],
+        ['recurring', '#/cron', 'tr[data-cron="digest-emails"]'],
         ['health', '#/health', '[data-testid=health-warnings]'],
       ];
       for (const [name, hash, ready] of shots) {

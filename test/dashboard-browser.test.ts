@@ -15,6 +15,7 @@ import { requireTool } from './support/tools.js';
 import { migrated, startWorker, stopWorkers } from './support/worker.js';
 
 const TOKEN = 'browser-test-token';
+const CRON: never[] = [];
 const XSS_TASK = '<img src=x onerror="window.__xss=1">';
 const XSS_PAYLOAD = { note: '<script>window.__xss=2</script>', pic: '<img src=x onerror="window.__xss=3">' };
 const XSS_ERROR = 'bad <img src=x onerror="window.__xss=4"> <script>window.__xss=5</script>';
@@ -39,7 +40,7 @@ describe('dashboard in Chromium', function () {
         return { recovered: true };
       },
     }, { worker: { queues: ['default', 'other'] } });
-    const dashboard = createDashboard({ pool: () => worker.db, schema: 'sluice', token: TOKEN, rescueAfterMs: 15_000, health: { xminAgeWarnMs: 60_000, deadRowsWarn: 100_000, notifyQueueWarn: 0.5 }, log: silentLogger() });
+    const dashboard = createDashboard({ pool: () => worker.db, schema: 'sluice', token: TOKEN, rescueAfterMs: 15_000, health: { xminAgeWarnMs: 60_000, deadRowsWarn: 100_000, notifyQueueWarn: 0.5 }, cron: CRON, log: silentLogger() });
     http = await startHttpServer({ ready: true, state: 'running', metrics: { registry: new Registry() } }, { host: '127.0.0.1', port: 0, dashboard });
     browser = await launchChromium();
     page = await browser.newPage();

@@ -13,10 +13,14 @@ import { killAllCli, runCli, startCli } from './support/cli.js';
 import { migrated } from './support/worker.js';
 
 const TOKEN = 'correct horse battery staple';
+const CRON = [
+  { name: 'nightly-report', schedule: '0 3 * * *', timezone: 'Europe/Berlin', task: 'report', queue: 'reports' },
+  { name: 'never-ticked', schedule: '*/5 * * * *', task: 'ping' },
+];
 const self = { ready: true, state: 'running', metrics: { registry: new Registry() } };
 
 async function serve(pool: pg.Pool, token: string): Promise<HttpServer> {
-  const dashboard = createDashboard({ pool: () => pool, schema: 'sluice', token, rescueAfterMs: 15_000, health: { xminAgeWarnMs: 1, deadRowsWarn: 100_000, notifyQueueWarn: 0.5 }, log: silentLogger() });
+  const dashboard = createDashboard({ pool: () => pool, schema: 'sluice', token, rescueAfterMs: 15_000, health: { xminAgeWarnMs: 1, deadRowsWarn: 100_000, notifyQueueWarn: 0.5 }, cron: CRON, log: silentLogger() });
   return startHttpServer(self, { host: '127.0.0.1', port: 0, dashboard });
 }
 
@@ -255,6 +259,20 @@ describe('dashboard access and API', function () {
       expect(q).to.include({ runnable: 3, scheduled: 1, running: 0, completed: 1, failed: 1, cancelled: 0 });
       expect(q.series.minutes).to.have.length(60);
       expect(q.series.completed.reduce((a: number, b: number) => a + b, 0)).to.equal(1);
+    });
+  });
+
+  describe('recurring jobs', () => {
+    it('lists each configured entry with its next tick and its last recorded tick and job', async () => {
+      const tick = '2026-12-01T02:00:00.000Z';
+      const job = (await pool.query("SELECT sluice.enqueue_cron('nightly-report', $1, 'report', '{}', 'reports', 0, 25) AS id", [tick])).rows[0].id as string;
+      const list = await body(await fetch(`${open.url}/dashboard/api/cron`));
+      expect(list.map((c: { name: string }) => c.name)).to.deep.equal(['nightly-report', 'never-ticked']);
+      expect(list[0]).to.include({ schedule: '0 3 * * *', timezone: 'Europe/Berlin', task: 'report', lastTick: tick, lastJobId: String(job), lastJobStatus: 'queued' });
+      // 03:00 in Berlin is 02:00 UTC in winter
+      expect(list[0].nextTick).to.match(/T02:00:00\.000Z$/);
+      expect(new Date(list[0].nextTick).getTime()).to.be.above(Date.now());
+      expect(list[1]).to.include({ lastTick: null, lastJobId: null, timezone: 'UTC' });
     });
   });
 

@@ -5,7 +5,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type pg from 'pg';
 import { readBudget } from '../admin/budget.js';
+import { listCron } from '../admin/cron.js';
 import { readHealth, type HealthThresholds } from '../admin/health.js';
+import type { CronEntry } from '../config/cron.js';
 import { JobNotFoundError, JobStateError, SluiceError } from '../errors.js';
 import type { Logger } from '../observe/logger.js';
 import { redact } from '../util/redact.js';
@@ -23,6 +25,8 @@ export interface DashboardOptions {
   rescueAfterMs: number;
   /** config health.*: what the health page marks as a warning. */
   health: HealthThresholds;
+  /** config cron: the recurring jobs whose ticks the recurring page shows. */
+  cron: CronEntry[];
   log: Logger;
 }
 
@@ -76,6 +80,7 @@ export function createDashboard(opts: DashboardOptions): DashboardHandler {
     },
     budget: () => readBudget(opts.pool(), schema, { rescueAfterMs: opts.rescueAfterMs }),
     health: () => readHealth(opts.pool(), schema, opts.health),
+    cron: () => listCron(opts.pool(), schema, opts.cron),
   };
 
   async function api(req: IncomingMessage, res: ServerResponse, access: Access, url: URL, route: string): Promise<void> {

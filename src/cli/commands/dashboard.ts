@@ -58,6 +58,7 @@ async function cmdDashboard(opts: DashboardCliOptions): Promise<void> {
     token: config.http.dashboardToken,
     rescueAfterMs: config.worker.rescueAfterMs,
     health: config.health,
+    cron: config.cron,
     log,
   });
   // /healthz and /readyz answer for this process; /metrics is empty (it runs no jobs)

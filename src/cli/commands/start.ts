@@ -140,7 +140,7 @@ async function cmdStart(opts: StartOptions): Promise<void> {
       const running = worker;
       const dashboard = refusal
         ? undefined
-        : createDashboard({ pool: () => running.db, schema: config.database.schema, token: config.http.dashboardToken, rescueAfterMs: config.worker.rescueAfterMs, health: config.health, log });
+        : createDashboard({ pool: () => running.db, schema: config.database.schema, token: config.http.dashboardToken, rescueAfterMs: config.worker.rescueAfterMs, health: config.health, cron: config.cron, log });
       http = await startHttpServer(worker, { host: config.http.host, port: config.http.port, dashboard }).catch((err: Error) => {
         throw failure(err.message);
       });

@@ -452,11 +452,33 @@ function Health() {
   `;
 }
 
+function Recurring() {
+  const { data, error } = usePoll('cron');
+  if (!data) return html`<${ErrorBanner} error=${error} /><p>Loading…</p>`;
+  return html`
+    <${ErrorBanner} error=${error} />
+    ${data.length === 0 ? html`<p>No recurring jobs are configured (the <code>cron</code> section).</p>` : null}
+    <table class="workers cron">
+      <thead><tr><th>name</th><th>schedule</th><th>time zone</th><th>task</th><th>queue</th><th>next tick</th><th>last tick</th><th>its job</th></tr></thead>
+      <tbody>
+        ${data.map(
+          (c) => html`<tr data-cron=${c.name}>
+            <td>${c.name}</td><td><code>${c.schedule}</code></td><td>${c.timezone}</td><td class="task">${c.task}</td><td>${c.queue}</td>
+            <td data-testid="next-tick">${time(c.nextTick)}</td><td data-testid="last-tick">${time(c.lastTick)}</td>
+            <td>${c.lastJobId ? html`<a href=${`#/jobs/${c.lastJobId}`}>${c.lastJobId}</a> ${c.lastJobStatus ? html`<span class=${`state ${c.lastJobStatus}`}>${c.lastJobStatus}</span>` : null}` : '-'}</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
+  `;
+}
+
 const PAGES = [
   ['/', 'Overview'],
   ['/jobs', 'Jobs'],
   ['/workers', 'Workers'],
   ['/budget', 'Connections'],
+  ['/cron', 'Recurring'],
   ['/health', 'Database health'],
 ];
 
@@ -469,6 +491,7 @@ function App() {
     : path === '/workers' ? html`<${Workers} />`
     : path === '/budget' ? html`<${Budget} />`
     : path === '/health' ? html`<${Health} />`
+    : path === '/cron' ? html`<${Recurring} />`
     : html`<${Overview} />`;
   const current = jobId ? '/jobs' : PAGES.some(([p]) => p === path) ? path : '/';
   return html`
