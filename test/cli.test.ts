@@ -59,8 +59,14 @@ describe('sluice CLI', function () {
 
   describe('help and usage', () => {
     it('documents every command with --help: --config, the exit codes, and --json where it prints data', async () => {
-      const commands = [['start'], ['migrate'], ['add'], ['status'], ['jobs'], ['show'], ['retry'], ['cancel'], ['budget'], ['config', 'check']];
-      const results = await Promise.all([runCli(['--help']), ...commands.map((c) => runCli([...c, '--help']))]);
+      const commands = [
+        ['start'], ['migrate'], ['add'], ['status'], ['jobs'], ['show'], ['retry'], ['cancel'], ['budget'], ['config', 'check'],
+        ['queue', 'list'], ['queue', 'limit'], ['queue', 'pause'], ['queue', 'resume'], ['cron', 'list'],
+      ];
+      // a few at a time: each is a Node process compiling TypeScript
+      const results: CliResult[] = [];
+      const all = [['--help'], ...commands.map((c) => [...c, '--help'])];
+      for (let i = 0; i < all.length; i += 4) results.push(...(await Promise.all(all.slice(i, i + 4).map((args) => runCli(args)))));
       const [top, ...rest] = results;
       expect(top!.code).to.equal(0);
       expect(top!.stdout).to.include('Exit codes:');
@@ -258,6 +264,52 @@ describe('sluice CLI', function () {
     });
   });
 
+  describe('queue and cron', () => {
+    it('sets, lists, pauses and resumes queue limits across workers; lists recurring jobs', async () => {
+      expect((await runCli(['migrate'], { env })).code).to.equal(0);
+      const limit = await runCli(['queue', 'limit', 'emails', '--concurrency', '3', '--key-concurrency', '1', '--rate', '100/1m'], { env });
+      expect(limit.code, limit.stderr).to.equal(0);
+      expect(limit.stdout).to.include('queue emails: concurrency 3, key concurrency 1, rate 100/m');
+      expect((await runCli(['queue', 'pause', 'emails'], { env })).code).to.equal(0);
+      await runCli(['add', 'send', '--queue', 'emails', '--concurrency-key', 'customer-1'], { env });
+      const listed = await runJson(['queue', 'list'], { env });
+      expect(listed).to.deep.include({
+        name: 'emails', concurrency: 3, keyConcurrency: 1, rateLimit: 100, ratePeriodMs: 60_000, paused: true, queued: 1, runnable: 1, running: 0,
+        oldestRunnableAgeMs: listed.find((q: { name: string }) => q.name === 'emails').oldestRunnableAgeMs,
+      });
+      const key = await pool.query("SELECT concurrency_key FROM sluice.jobs WHERE queue = 'emails'");
+      expect(key.rows[0].concurrency_key).to.equal('customer-1');
+      expect((await runCli(['queue', 'resume', 'emails'], { env })).code).to.equal(0);
+      // a limit left out is removed
+      await runCli(['queue', 'limit', 'emails', '--concurrency', '5'], { env });
+      const table = await runCli(['queue', 'list'], { env });
+      expect(table.stdout).to.match(/emails\s+concurrency 5\s+no\s+1/);
+
+      const [badRate, zero, blank] = await Promise.all([
+        runCli(['queue', 'limit', 'emails', '--rate', '100/fortnight'], { env }),
+        runCli(['queue', 'limit', 'emails', '--concurrency', '0'], { env }),
+        runCli(['queue', 'pause', ' '], { env }),
+      ]);
+      for (const r of [badRate, zero, blank]) expect(r.code, r.stderr).to.equal(2);
+      expectOneErrorLine(badRate, /--rate "100\/fortnight": give starts per duration/);
+      expectOneErrorLine(zero, /--concurrency/);
+      expectOneErrorLine(blank, /queue name must be non-blank/);
+
+      const dir = tempDir('sluice-cron-cli-');
+      const file = path.join(dir, 'cron.yaml');
+      writeFileSync(file, 'cron:\n  - name: nightly\n    schedule: "0 3 * * *"\n    timezone: Europe/Berlin\n    task: report\n');
+      const cron = await runJson(['cron', 'list', '--config', file], { env });
+      expect(cron).to.have.length(1);
+      expect(cron[0]).to.include({ name: 'nightly', schedule: '0 3 * * *', timezone: 'Europe/Berlin', task: 'report', lastTick: null });
+      expect(new Date(cron[0].nextTick).getTime()).to.be.above(Date.now());
+      writeFileSync(file, 'cron:\n  - name: nightly\n    schedule: "0 25 * * *"\n    task: report\n');
+      const bad = await runCli(['cron', 'list', '--config', file], { env });
+      expect(bad.code).to.equal(2);
+      expectOneErrorLine(bad, /cron: entry 1 \(nightly\): schedule "0 25 \* \* \*" is not valid/);
+      rmSync(dir, { recursive: true, force: true });
+    });
+  });
+
   describe('status and budget', () => {
     let statusUrl: string;
     let statusEnv: Record<string, string>;
@@ -417,7 +469,7 @@ describe('sluice CLI', function () {
       expect(text.stderr).to.include('configuration is valid');
 
       const json = await runJson(['config', 'check'], { env: { ...secretEnv, SLUICE_CONFIG: file } });
-      expect(json).to.have.keys('database', 'worker', 'http', 'cron', 'log');
+      expect(json).to.have.keys('database', 'worker', 'health', 'http', 'cron', 'log');
       expect(json.database.url).to.equal('postgres://app:***@db.example:5432/app');
       expect(json.worker).to.include({ concurrency: 7 });
       expect(json.worker.queues).to.deep.equal(['a', 'b']);

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { readHealth, type DatabaseHealth, type HealthThresholds } from '../src/admin/health.js';
 import { startHttpServer, type HttpServer } from '../src/http/server.js';
+import { HealthCheck } from '../src/maintenance/health-check.js';
 import { createTestDatabase, waitFor } from './support/db.js';
 import { capturingLogger } from './support/faults.js';
 import { migrated, startWorker, stopWorkers } from './support/worker.js';
@@ -151,6 +152,24 @@ describe('database health in the worker: log, /readyz, /metrics', () => {
     const res = await fetch(u);
     return { status: res.status, text: await res.text() };
   };
+
+  it('a failed check leaves no stale reading behind (health_up 0, no warning shown)', async () => {
+    const { log } = capturingLogger('info');
+    const own = new pg.Pool({ connectionString: url, max: 1 });
+    own.on('error', () => undefined);
+    const check = new HealthCheck({ pool: own, schema: 'sluice', thresholds: { xminAgeWarnMs: 0, deadRowsWarn: 1, notifyQueueWarn: 0 }, everyMs: 60_000, log });
+    try {
+      await pool.query("INSERT INTO sluice.jobs (task) VALUES ('x'); DELETE FROM sluice.jobs WHERE task = 'x'");
+      await waitFor('a reading with a warning', async () => (await check.check()) && check.warnings.length > 0);
+    } finally {
+      await own.end();
+    }
+    let err: Error | undefined;
+    await check.check().catch((e: Error) => (err = e));
+    expect(err?.message).to.match(/pool/i);
+    expect(check.latest).to.equal(undefined);
+    expect(check.warnings).to.deep.equal([]);
+  });
 
   it('warns once naming the holder of a real held snapshot, stays ready with a warning field, and clears when it ends', async () => {
     const { log, lines } = capturingLogger('info');

@@ -7,6 +7,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { addJob, addJobs } from '../src/enqueue.js';
 import { InvalidJobError } from '../src/errors.js';
+import { snooze } from '../src/snooze.js';
 import { activeTracer } from '../src/observe/tracing.js';
 import { createTestDatabase, waitFor } from './support/db.js';
 import { migrated, startWorker, statusCounts, stopWorkers } from './support/worker.js';
@@ -176,6 +177,17 @@ describe('tracing', () => {
       const claims = spans('sluice.claim').filter((s) => Number(s.attributes['messaging.batch.message_count']) > 0);
       expect(claims).to.have.length(2);
       expect(claims[0]!.attributes['sluice.queues']).to.deep.equal(['traced']);
+    });
+
+    it('a snoozed run records its write as a completion span with the outcome snoozed', async () => {
+      const id = await addJob(pool, { task: 'later', queue: 'snoozing' });
+      let runs = 0;
+      await startWorker(url, { later: async () => (++runs === 1 ? snooze(1) : undefined) }, { worker: { queues: ['snoozing'] } });
+      await waitFor('the job to complete after its snooze', async () => (await statusCounts(pool, `id = ${id}`)).completed === 1);
+      await waitFor('both runs to end', () => spans('sluice.run').filter((s) => s.attributes['sluice.job.id'] === id).length === 2);
+      const runIds = spans('sluice.run').filter((s) => s.attributes['sluice.job.id'] === id).map((s) => s.spanContext().spanId);
+      const writes = spans('sluice.complete').filter((s) => runIds.includes(s.parentSpanContext?.spanId ?? ''));
+      expect(writes.map((s) => s.attributes['sluice.outcome']).sort()).to.deep.equal(['completed', 'snoozed']);
     });
 
     it('a job of a queue with limits (claimed by claim_controlled_jobs) links to its producer too', async () => {

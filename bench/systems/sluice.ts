@@ -1,7 +1,12 @@
 // sluice adapter: the Worker from src/worker/worker.ts with database.poolSize 4, producers through the
-// public addJob/addJobs of src/enqueue.ts.
+// public addJob/addJobs of src/enqueue.ts. The "sluice-limited" variant is the same worker on a
+// queue with a cluster-wide concurrency limit equal to its slots: the limit never binds, so the
+// difference is what the exact limit costs (its claims go through claim_controlled_jobs). The
+// "sluice-prefetch" variant claims up to PREFETCH jobs ahead of free slots (worker.prefetch), as
+// graphile-worker's batched setting fetches up to 500 into its local queue.
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
+import { setQueueLimits } from '../../src/admin/queues.js';
 import { migrate } from '../../src/db/migrate.js';
 import { channelFor } from '../../src/db/sql.js';
 import { addJob, addJobs } from '../../src/enqueue.js';
@@ -19,6 +24,7 @@ import {
 
 export const SCHEMA = 'sluice';
 export const POOL_SIZE = 4;
+export const PREFETCH = 500;
 
 export const variants: VariantInfo[] = [
   {
@@ -26,6 +32,18 @@ export const variants: VariantInfo[] = [
     system: 'sluice',
     label: 'sluice',
     describe: (c) => `worker.concurrency ${c}, database.poolSize ${POOL_SIZE}`,
+  },
+  {
+    id: 'sluice-prefetch',
+    system: 'sluice',
+    label: 'sluice prefetch',
+    describe: (c) => `worker.concurrency ${c}, worker.prefetch ${PREFETCH}, database.poolSize ${POOL_SIZE}`,
+  },
+  {
+    id: 'sluice-limited',
+    system: 'sluice',
+    label: 'sluice, queue limit',
+    describe: (c) => `as sluice, and sluice.set_queue_limits('default', concurrency => ${c})`,
   },
 ];
 
@@ -94,10 +112,16 @@ export const adapter: SystemAdapter = {
   async preload() {},
 
   async startWorker(url, opts: WorkerOptions): Promise<RunningWorker> {
+    const admin = producerPool(url);
+    try {
+      await setQueueLimits(admin, SCHEMA, 'default', { concurrency: opts.variant === 'sluice-limited' ? opts.concurrency : null });
+    } finally {
+      await admin.end();
+    }
     const worker = new Worker({
       config: {
         database: { url, poolSize: POOL_SIZE },
-        worker: { concurrency: opts.concurrency, queues: ['default'] },
+        worker: { concurrency: opts.concurrency, queues: ['default'], prefetch: opts.variant === 'sluice-prefetch' ? PREFETCH : 0 },
         http: { enabled: false },
         log: { level: 'warn' },
       },

@@ -8,7 +8,7 @@ import type pg from 'pg';
 export type SystemName = 'sluice' | 'graphile' | 'pgboss';
 
 /** A worker configuration measured as its own column: a system can have several. */
-export type VariantId = 'sluice' | 'graphile' | 'graphile-batched' | 'pgboss';
+export type VariantId = 'sluice' | 'sluice-prefetch' | 'sluice-limited' | 'graphile' | 'graphile-batched' | 'pgboss';
 
 export interface VariantInfo {
   id: VariantId;

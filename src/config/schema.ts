@@ -146,6 +146,12 @@ export const configSchema = {
       default: ['default'] as QueueSetting[],
       env: 'SLUICE_QUEUES',
     },
+    prefetch: {
+      doc: 'Jobs each queue claims ahead of its free slots, held under the lease and started as slots free (fewer, larger claims under load); released at shutdown. They count as running in the database and in sluice status. Not used for queues with limits or a pause. 0: claim only for free slots.',
+      format: 'int>=0',
+      default: 0,
+      env: 'SLUICE_PREFETCH',
+    },
     shutdownGraceMs: {
       doc: 'On SIGTERM, how long running jobs may finish before they are aborted and put back to queued.',
       format: 'int>=0',

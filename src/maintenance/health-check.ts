@@ -39,8 +39,13 @@ export class HealthCheck extends PeriodicService {
   }
 
   async check(): Promise<DatabaseHealth> {
-    this.last = undefined;
-    const health = await withClient(this.opts.pool, (c) => readHealth(c, this.opts.schema, this.opts.thresholds));
+    let health: DatabaseHealth;
+    try {
+      health = await withClient(this.opts.pool, (c) => readHealth(c, this.opts.schema, this.opts.thresholds));
+    } catch (err) {
+      this.last = undefined;
+      throw err;
+    }
     this.lastWarnings = healthWarnings(health, this.opts.thresholds);
     this.last = health;
     this.logChanges(health);

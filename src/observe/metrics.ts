@@ -8,6 +8,8 @@ type Labels = { queue: string; task: string };
 
 export interface MetricsSources {
   inFlight(): number;
+  /** Jobs claimed ahead of free slots (worker.prefetch), not started. */
+  prefetched(): number;
   pool(): { total: number; idle: number; waiting: number };
   listenerConnected(): boolean;
   /** Failed attempts of the listener to connect and LISTEN, since the start. */
@@ -126,6 +128,14 @@ export class Metrics {
     this.reconnects = new client.Counter({ name: 'sluice_listener_reconnects_total', help: 'Times the listener connection was re-established.', registers: r });
     const self = this;
     new client.Gauge({ name: 'sluice_jobs_in_flight', help: 'Jobs this worker is running.', registers: r, collect() { this.set(self.sources?.inFlight() ?? 0); } });
+    new client.Gauge({
+      name: 'sluice_jobs_prefetched',
+      help: 'Jobs claimed ahead of free slots (worker.prefetch) and not started yet; they count as running in the database.',
+      registers: r,
+      collect() {
+        this.set(self.sources?.prefetched() ?? 0);
+      },
+    });
     new client.Gauge({
       name: 'sluice_pool_connections',
       help: 'Pool connections by state (total, idle) and borrowers waiting.',

@@ -136,7 +136,8 @@ export async function traceOutcome(t: Tracer, run: Span, outcome: { kind: string
     run.setAttribute('sluice.retry', outcome.retry ?? false);
   }
   try {
-    if (outcome.kind === 'completed' || outcome.kind === 'failed') await inSpan(startCompletionSpan(t, run, outcome.kind), write);
+    // abandoned jobs write nothing; a completion in the handler's transaction was written by it
+    if (outcome.kind !== 'abandoned' && outcome.kind !== 'completed-in-transaction') await inSpan(startCompletionSpan(t, run, outcome.kind), write);
     else await write();
   } catch (err) {
     recordError(run, err);

@@ -6,8 +6,13 @@
 // outcome is still being written, so claiming overlaps writing; but never with more than
 // `maxBacklog` outcomes waiting, so a slow database slows claiming instead of piling up jobs.
 // A queue limit that holds a claim back (cluster-wide concurrency, key concurrency, rate) stops
-// the asking until the limit may allow a start again: when the rate window frees a start, when a
-// job of this runner ends, or after `heldRetryMs` (a job ending on another worker tells no one).
+// the asking until the limit may allow a start again: when the rate window frees a start, when the
+// outcome of a job of this runner is written, or after `heldRetryMs` (a job ending on another
+// worker tells no one).
+// With `prefetch`, a claim also takes up to that many jobs ahead of the free slots: claimed (held
+// under the worker's lease and fencing, like running jobs) but not started, each handed to mergeMap
+// only when a slot frees, so mergeMap still never buffers. Fewer, larger claims; the prefetched
+// jobs are released at shutdown. Never for a queue with limits: they would count as running.
 import { Subject, Subscription, from, mergeMap } from 'rxjs';
 import { errorSummary } from '../db/errors.js';
 import type { AbortCause } from '../errors.js';
@@ -28,6 +33,10 @@ export interface QueueRunnerOptions {
   maxBacklog: number;
   /** How soon to ask again after a concurrency limit held a claim back. */
   heldRetryMs: number;
+  /** Jobs to claim ahead of the free slots (0: none). */
+  prefetch?: number;
+  /** False while the queue has limits or a pause: then nothing is claimed ahead. */
+  mayPrefetch?: () => boolean;
   log: Logger;
   clock?: Clock;
 }
@@ -40,6 +49,8 @@ export class QueueRunner implements ClaimTarget {
   private readonly subscription = new Subscription();
   /** Slots with no job claimed for them. */
   private free: number;
+  /** Jobs claimed ahead of the free slots, in claim order: held, not started. */
+  readonly prefetched: ClaimedJob[] = [];
   /** Jobs whose handler mergeMap has started. */
   private active = 0;
   private wakeGeneration = 0;
@@ -52,6 +63,9 @@ export class QueueRunner implements ClaimTarget {
   private heldTimer: Timer | undefined;
   /** Held by a rate limit: a job ending here frees nothing, only time does. */
   private heldByRate = false;
+  /** Outcomes of this runner's jobs written so far, and that count when the last claim was asked for. */
+  private outcomesWritten = 0;
+  private outcomesWrittenAtAsk = 0;
   private readonly clock: Clock;
 
   constructor(private readonly opts: QueueRunnerOptions) {
@@ -74,15 +88,36 @@ export class QueueRunner implements ClaimTarget {
   }
 
   ask(): Ask | undefined {
-    if (!this.started || this.stopped || this.free === 0 || this.heldTimer || this.drainedAt === this.wakeGeneration) return undefined;
-    return { want: this.free, generation: this.wakeGeneration };
+    if (!this.started || this.stopped || this.heldTimer || this.drainedAt === this.wakeGeneration) return undefined;
+    const ahead = (this.opts.prefetch ?? 0) > 0 && (this.opts.mayPrefetch?.() ?? true) ? this.opts.prefetch! : 0;
+    // a slot without a job to hand it, or the jobs held ahead down to half: one claim for both
+    const short = this.free > this.prefetched.length || (ahead > 0 && this.prefetched.length <= ahead / 2);
+    const want = this.free + ahead - this.prefetched.length;
+    if (!short || want <= 0) return undefined;
+    this.outcomesWrittenAtAsk = this.outcomesWritten;
+    return { want, generation: this.wakeGeneration };
   }
 
   deliver(jobs: ClaimedJob[], ask: Ask, heldBack?: { retryMs: number | null }): void {
-    if (heldBack) this.holdBack(heldBack.retryMs);
+    // a concurrency limit counted jobs whose outcomes were written meanwhile: ask again at once
+    if (heldBack && heldBack.retryMs === null && this.outcomesWritten !== this.outcomesWrittenAtAsk) this.opts.claimer.requestSoon();
+    else if (heldBack) this.holdBack(heldBack.retryMs);
     else if (jobs.length < ask.want) this.drainedAt = ask.generation;
-    this.free -= jobs.length;
-    for (const job of jobs) this.jobs$.next(job);
+    this.prefetched.push(...jobs);
+    this.startPrefetched();
+  }
+
+  /** Hands held jobs to free slots, oldest claim first (none once stopping: they are released). */
+  private startPrefetched(): void {
+    while (!this.stopped && this.free > 0 && this.prefetched.length) {
+      this.free--;
+      this.jobs$.next(this.prefetched.shift()!);
+    }
+  }
+
+  /** Takes back the jobs held ahead (shutdown): they go back to queued, their attempt not spent. */
+  takePrefetched(): ClaimedJob[] {
+    return this.prefetched.splice(0);
   }
 
   /** The queue's settings changed (limits raised, resumed): ask at once, whatever held it back. */
@@ -118,8 +153,10 @@ export class QueueRunner implements ClaimTarget {
     return this.inFlight - this.active;
   }
 
-  /** Aborts the job if this runner runs it. */
+  /** Aborts the job if this runner runs it; a job held ahead is dropped (it never started). */
   abort(id: string, cause: AbortCause, message: string): void {
+    const i = this.prefetched.findIndex((j) => j.id === id);
+    if (i >= 0) this.prefetched.splice(i, 1);
     this.running.get(id)?.abort(cause, message);
   }
 
@@ -147,7 +184,16 @@ export class QueueRunner implements ClaimTarget {
       running.handlerDone = true;
       const done = written
         .catch((err) => this.opts.log.error({ err: errorSummary(err), jobId: job.id }, 'writing the outcome failed'))
-        .finally(() => this.running.delete(job.id));
+        .finally(() => {
+          this.running.delete(job.id);
+          this.outcomesWritten++;
+          // the job no longer counts as running in the database: a concurrency limit that held
+          // claims back may allow one now
+          if (this.heldTimer && !this.heldByRate) {
+            this.endHold();
+            this.opts.claimer.requestSoon();
+          }
+        });
       if (this.opts.backlog() > this.opts.maxBacklog) await done;
     } catch (err) {
       this.running.delete(job.id);
@@ -155,9 +201,13 @@ export class QueueRunner implements ClaimTarget {
     } finally {
       this.active--;
       this.free++;
-      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-      // a job of this queue ended: a concurrency limit that held claims back may allow one now
-      if (!this.heldByRate) this.endHold();
+      if (this.prefetched.length) {
+        // on the next turn: handed over now, the job would wait in mergeMap for this slot's end
+        setImmediate(() => {
+          this.startPrefetched();
+          if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+        });
+      } else if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
       if (this.drainedAt !== this.wakeGeneration) this.opts.claimer.requestSoon();
     }
   }

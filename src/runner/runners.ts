@@ -41,7 +41,7 @@ export class Runners {
     return this.byQueue.has(queue);
   }
 
-  /** Jobs held and not aborted: what the lease vouches for. */
+  /** Jobs held and not aborted, running or claimed ahead: what the lease vouches for. */
   held(): { ids: string[]; tokens: string[] } {
     const ids: string[] = [];
     const tokens: string[] = [];
@@ -51,8 +51,30 @@ export class Runners {
         ids.push(running.job.id);
         tokens.push(running.job.token);
       }
+      for (const job of r.prefetched) {
+        ids.push(job.id);
+        tokens.push(job.token);
+      }
     }
     return { ids, tokens };
+  }
+
+  /** Jobs claimed ahead of free slots, not started. */
+  get prefetched(): number {
+    return this.list.reduce((n, r) => n + r.prefetched.length, 0);
+  }
+
+  /** Puts the jobs claimed ahead back to queued, their attempt not spent (at shutdown: they never started). */
+  async releasePrefetched(): Promise<void> {
+    const jobs = this.list.flatMap((r) => r.takePrefetched());
+    if (!jobs.length) return;
+    const { pool, queries, log } = this.release;
+    try {
+      await withClient(pool, (c) => queries.release_jobs.run(c, { ids: jobs.map((j) => j.id), tokens: jobs.map((j) => j.token) }));
+      log.info({ jobs: jobs.length }, 'jobs claimed ahead put back to queued without spending an attempt');
+    } catch (err) {
+      log.warn({ err: errorSummary(err), jobs: jobs.length }, 'could not put the jobs claimed ahead back; rescue will requeue them');
+    }
   }
 
   abort(id: string, cause: AbortCause, message: string): void {

@@ -26,9 +26,9 @@ import { Events } from '../observe/events.js';
 import { logEvents } from '../observe/job-log.js';
 import { createLogger, type Logger } from '../observe/logger.js';
 import { Metrics } from '../observe/metrics.js';
-import { activeTracer, traceClaim } from '../observe/tracing.js';
 import { CronScheduler } from '../cron/scheduler.js';
 import { cronStore } from '../cron/store.js';
+import { activeTracer, traceClaim } from '../observe/tracing.js';
 import { claimJobs } from '../runner/claim.js';
 import { Claimer } from '../runner/claimer.js';
 import { ControlledQueues } from '../runner/controlled-queues.js';
@@ -193,9 +193,10 @@ export class Worker {
     const controlled = new ControlledQueues({ pool, queries, log });
     const claimer = new Claimer({
       claim: async (demands) => {
-        const claim = () => claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current);
         const tracer = activeTracer();
-        const claimed = tracer ? await traceClaim(tracer, demands.map((d) => d.queue), claim, (c) => c.jobs.length) : await claim();
+        const claimed = tracer
+          ? await traceClaim(tracer, demands.map((d) => d.queue), () => claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current), (c) => c.jobs.length)
+          : await claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current);
         events.emit({ type: 'claim', jobs: claimed.jobs.length });
         return claimed;
       },
@@ -224,6 +225,8 @@ export class Worker {
           backlog: () => completer.backlog,
           maxBacklog: identity.concurrency,
           heldRetryMs: Math.min(250, config.worker.pollMs),
+          prefetch: config.worker.prefetch,
+          mayPrefetch: () => !controlled.current.has(q.name),
           log,
         }),
     );
@@ -261,6 +264,7 @@ export class Worker {
     }
     this.metrics.attach({
       inFlight: () => runners.inFlight,
+      prefetched: () => runners.prefetched,
       pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
       listenerConnected: () => listener.connected,
       listenerFailedAttempts: () => listener.failedAttempts,
@@ -294,11 +298,12 @@ export class Worker {
     return this.parts?.healthCheck.warnings.map((w) => w.message) ?? [];
   }
 
-  /** Jobs running now and claimed jobs waiting for a slot (always 0). */
-  stats(): { inFlight: number; buffered: number; poolTotal: number; poolIdle: number; poolWaiting: number; listenerConnected: boolean; listenerError?: string } {
+  /** Jobs running now, claimed jobs waiting inside mergeMap (always 0), and jobs claimed ahead (worker.prefetch). */
+  stats(): { inFlight: number; buffered: number; prefetched: number; poolTotal: number; poolIdle: number; poolWaiting: number; listenerConnected: boolean; listenerError?: string } {
     return {
       inFlight: this.parts?.runners.inFlight ?? 0,
       buffered: this.parts?.runners.buffered ?? 0,
+      prefetched: this.parts?.runners.prefetched ?? 0,
       poolTotal: this.pool?.totalCount ?? 0,
       poolIdle: this.pool?.idleCount ?? 0,
       poolWaiting: this.pool?.waitingCount ?? 0,
@@ -320,6 +325,7 @@ export class Worker {
     const { runners } = parts;
     runners.stopClaiming();
     parts.claimer.stop();
+    await runners.releasePrefetched();
     log.info({ inFlight: runners.inFlight, graceMs: config.worker.shutdownGraceMs }, 'stopping: no new jobs; waiting for running jobs');
     if ((await withTimeout(runners.whenIdle(), config.worker.shutdownGraceMs)) === TIMED_OUT && runners.holding) {
       await runners.abortAndRelease();

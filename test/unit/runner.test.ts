@@ -38,19 +38,26 @@ function claimed(jobs: ClaimedJob[], heldBack = new Map<string, number | null>()
   return { jobs, heldBack };
 }
 
-function runner(claimer: Claimer, queue: string, concurrency: number, execute: (r: RunningJob) => Promise<unknown>) {
+function runner(
+  claimer: Claimer,
+  queue: string,
+  concurrency: number,
+  execute: (r: RunningJob) => Promise<unknown>,
+  opts: { clock?: FakeClock; written?: () => Promise<void> } = {},
+) {
   return new QueueRunner({
     queue,
     concurrency,
     claimer,
     execute: async (r) => {
       await execute(r);
-      return { written: Promise.resolve() };
+      return { written: opts.written?.() ?? Promise.resolve() };
     },
     backlog: () => 0,
     maxBacklog: concurrency,
     heldRetryMs: 250,
     log: silentLogger(),
+    clock: opts.clock,
   });
 }
 
@@ -191,5 +198,72 @@ describe('queue runner and claimer', () => {
     expect(r.inFlight).to.equal(0);
     for (let i = 0; i < 10; i++) await turn();
     expect(r.inFlight, 'nothing claimed after stopClaiming').to.equal(0);
+  });
+
+  describe('held back by a queue limit', () => {
+    it('a concurrency limit: no claim until an outcome is written or heldRetryMs passes, however often it is woken', async () => {
+      const clock = new FakeClock();
+      let full = true;
+      const calls: number[] = [];
+      let write!: () => void;
+      const claimer = new Claimer({
+        claim: async (d) => {
+          calls.push(d[0]!.limit);
+          await turn();
+          if (full) return claimed([], new Map([['a', null]]));
+          return claimed(calls.length === 2 ? [job('a')] : []);
+        },
+        log: silentLogger(),
+        clock,
+      });
+      let ran = 0;
+      const r = runner(claimer, 'a', 3, async () => void ran++, { clock, written: () => new Promise<void>((res) => (write = res)) });
+      r.start();
+      await waitFor('the first claim', () => calls.length === 1, 5000, 1);
+      for (let i = 0; i < 100; i++) r.wake();
+      for (let i = 0; i < 10; i++) await turn();
+      clock.advance(249);
+      await turn();
+      expect(calls.length, 'held: wake-ups do not claim').to.equal(1);
+      full = false;
+      clock.advance(1);
+      await waitFor('the retry after heldRetryMs', () => calls.length === 2, 5000, 1);
+      await waitFor('the claimed job to run and its slot to free', () => ran === 1 && r.inFlight === 0, 5000, 1);
+      // held again; the job's outcome being written frees a place under the limit: ask at once
+      full = true;
+      r.wake();
+      await waitFor('held again', () => calls.length === 3, 5000, 1);
+      for (let i = 0; i < 10; i++) await turn();
+      expect(calls.length).to.equal(3);
+      full = false;
+      write();
+      await waitFor('the claim after the outcome was written', () => calls.length === 4, 5000, 1);
+    });
+
+    it('a rate limit: the next claim when the window frees a start, not before, and not on a job ending', async () => {
+      const clock = new FakeClock();
+      const calls: number[] = [];
+      const claimer = new Claimer({
+        claim: async () => {
+          calls.push(clock.now());
+          await turn();
+          return calls.length === 1 ? claimed([job('a')], new Map([['a', 700]])) : claimed([]);
+        },
+        log: silentLogger(),
+        clock,
+      });
+      const r = runner(claimer, 'a', 3, async () => undefined, { clock });
+      const start = clock.now();
+      r.start();
+      await waitFor('the job to run', () => calls.length === 1 && r.inFlight === 0, 5000, 1);
+      for (let i = 0; i < 10; i++) await turn();
+      expect(calls.length, 'its end does not claim').to.equal(1);
+      clock.advance(699);
+      await turn();
+      expect(calls.length).to.equal(1);
+      clock.advance(1);
+      await waitFor('the claim when the window frees', () => calls.length === 2, 5000, 1);
+      expect(calls[1]! - start).to.equal(700);
+    });
   });
 });
