@@ -262,6 +262,21 @@ describe('dashboard access and API', function () {
     });
   });
 
+  describe('sluice delete', () => {
+    it('deletes a job that is not running, and refuses a running one naming what to do', async () => {
+      const id = await addFailed(pool, 'cli-delete', 'boom');
+      const done = await runCli(['delete', id, '--json'], { env: { DATABASE_URL: url } });
+      expect(done.code, done.stderr).to.equal(0);
+      expect(JSON.parse(done.stdout)).to.deep.equal({ id, status: 'failed' });
+      expect(await status(pool, id)).to.equal(undefined);
+      const running = (await pool.query("INSERT INTO sluice.jobs (task, status, locked_by) VALUES ('busy', 'running', 'w') RETURNING id")).rows[0].id as string;
+      const refused = await runCli(['delete', String(running)], { env: { DATABASE_URL: url } });
+      expect(refused.code).to.equal(1);
+      expect(refused.stderr).to.match(/job \d+ is running: cancel it first/);
+      expect(await status(pool, String(running))).to.equal('running');
+    });
+  });
+
   describe('recurring jobs', () => {
     it('lists each configured entry with its next tick and its last recorded tick and job', async () => {
       const tick = '2026-12-01T02:00:00.000Z';
