@@ -14,6 +14,7 @@ export {
   retryJob,
   runJobNow,
   cancelJob,
+  deleteJob,
   JOB_STATUSES,
   type JobStatus,
   type JobSummary,

@@ -5,6 +5,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { loadQueries, queryFile, type QueryName } from '../src/db/queries.js';
 import { claimJobs } from '../src/runner/claim.js';
+import { SCAN_WINDOW } from '../src/dashboard/api.js';
 import { createTestDatabase } from './support/db.js';
 import { migrated } from './support/worker.js';
 
@@ -200,4 +201,110 @@ describe('claiming past queued jobs of tasks the worker does not handle', () => 
     const claimed = (await claimJobs(pool, q, [{ queue: 'default', limit: 10 }], ['mine'], 'w1', new Set())).jobs;
     expect(claimed.map((j) => j.task)).to.deep.equal(['mine', 'mine', 'mine', 'mine', 'mine']);
   });
+});
+
+describe('dashboard statements with 10,000,000 finished jobs', function () {
+  const FINISHED = 10_000_000;
+  let pool: pg.Pool;
+  const q = loadQueries('sluice');
+
+  before(async function () {
+    this.timeout(900_000);
+    pool = await migrated(await createTestDatabase(), 1);
+    // finished over the days before the last hour, in id order (as a real table fills): 1 in 100
+    // failed, 1 in 10,000 cancelled, 1 in 100,000 in the queue "rare"
+    await pool.query(`
+      INSERT INTO sluice.jobs (task, queue, status, attempts, job_key, last_error, run_at, created_at, started_at, finished_at)
+      SELECT CASE WHEN g % 3 = 0 THEN 'resize' ELSE 'mail' END,
+             CASE WHEN g % 100000 = 7 THEN 'rare' ELSE 'default' END,
+             CASE WHEN g % 10000 = 3 THEN 'cancelled' WHEN g % 100 = 1 THEN 'failed' ELSE 'completed' END,
+             1, CASE WHEN g % 1000 = 0 THEN 'key-' || g END,
+             CASE WHEN g % 100 = 1 THEN 'Error: connection refused ' || g END, t, t, t, t
+      FROM (SELECT g, now() - interval '2 hours' - make_interval(secs => (${FINISHED} - g) / 50.0) AS t
+            FROM generate_series(1, ${FINISHED}) g) s`);
+    await pool.query("INSERT INTO sluice.jobs (task) SELECT 'new' FROM generate_series(1, 100)");
+    await pool.query("UPDATE sluice.jobs SET status = 'running', locked_by = 'w1', lock_token = 1 WHERE id IN (SELECT id FROM sluice.jobs WHERE status = 'queued' LIMIT 10)");
+    // as autovacuum would have by now: statistics, and the BRIN summaries of the new page ranges
+    // (a range not summarised yet is read by every BRIN scan)
+    await pool.query('VACUUM ANALYZE sluice.jobs');
+  });
+  after(() => pool?.end());
+
+  interface Read {
+    type: string;
+    rows: number;
+    removed: number;
+  }
+  /** The scans of sluice.jobs in an executed statement, with the rows each returned and threw away. */
+  async function reads(statement: { text: string; values?: unknown[] }): Promise<Read[]> {
+    const res = await pool.query({ text: `EXPLAIN (ANALYZE, FORMAT JSON) ${statement.text}`, values: statement.values });
+    const out: Read[] = [];
+    const walk = (n: PlanNode & Record<string, unknown>) => {
+      if (n['Relation Name'] === 'jobs') {
+        const loops = (n['Actual Loops'] as number | undefined) ?? 1;
+        out.push({
+          type: n['Node Type'],
+          rows: (n['Actual Rows'] as number) * loops,
+          removed: ((n['Rows Removed by Filter'] as number | undefined) ?? 0) + ((n['Rows Removed by Index Recheck'] as number | undefined) ?? 0),
+        });
+      }
+      for (const child of n.Plans ?? []) walk(child as PlanNode & Record<string, unknown>);
+    };
+    walk(res.rows[0]['QUERY PLAN'][0].Plan);
+    return out;
+  }
+  const total = (r: Read[]) => r.reduce((n, s) => n + s.rows + s.removed, 0);
+
+  const filters: [string, { status?: string; queue?: string; task?: string; jobKey?: string; error?: string }][] = [
+    ['no filter', {}],
+    ['state failed', { status: 'failed' }],
+    ['state cancelled (rare)', { status: 'cancelled' }],
+    ['state queued', { status: 'queued' }],
+    ['state running', { status: 'running' }],
+    ['a rare queue', { queue: 'rare' }],
+    ['queue and task', { queue: 'default', task: 'resize' }],
+    ['a job key', { jobKey: 'key-9999000' }],
+    ['text in the last error', { error: '%refused 99%' }],
+    ['failed with error text', { status: 'failed', error: '%refused%' }],
+  ];
+  for (const [what, f] of filters) {
+    it(`a page of the job list reads at most its window of ids (${what})`, async () => {
+      const { max_id } = (await q.jobs_bounds.run(pool, {})).rows[0]!;
+      const before = String(BigInt(max_id!) + 1n);
+      const floor = String(BigInt(before) - SCAN_WINDOW);
+      const statement = q.jobs_page.config({
+        before,
+        floor,
+        status: f.status ?? null,
+        queue: f.queue ?? null,
+        task: f.task ?? null,
+        jobKey: f.jobKey ?? null,
+        error: f.error ?? null,
+        limit: 50,
+      });
+      const scans = await reads(statement);
+      expect(scans.map((s) => s.type), JSON.stringify(scans)).to.not.include('Seq Scan');
+      expect(total(scans), JSON.stringify(scans)).to.be.at.most(Number(SCAN_WINDOW) + 50);
+    });
+  }
+
+  it('the first page of all jobs and of failed jobs reads about one page of rows', async () => {
+    const { max_id } = (await q.jobs_bounds.run(pool, {})).rows[0]!;
+    const page = (status: string | null) =>
+      q.jobs_page.config({ before: String(BigInt(max_id!) - 200n), floor: String(BigInt(max_id!) - 200n - SCAN_WINDOW), status, queue: null, task: null, jobKey: null, error: null, limit: 50 });
+    const all = await reads(page(null));
+    expect(total(all), JSON.stringify(all)).to.be.at.most(60);
+    const failed = await reads(page('failed'));
+    // through jobs_failed_idx: the failed ones and the few cancelled ones between them
+    expect(total(failed), JSON.stringify(failed)).to.be.at.most(60);
+  });
+
+  for (const name of ['jobs_bounds', 'queue_list', 'dashboard_throughput'] as const) {
+    it(`${name} reads only unfinished or recent jobs`, async () => {
+      const scans = await reads(q[name].config({}));
+      expect(scans.map((s) => s.type), JSON.stringify(scans)).to.not.include('Seq Scan');
+      // BRIN reads whole page ranges: the last range of the finished jobs may come along
+      expect(total(scans), JSON.stringify(scans)).to.be.at.most(name === 'dashboard_throughput' ? 30_000 : 200);
+    });
+  }
 });

@@ -161,3 +161,21 @@ export async function cancelJob(db: Queryable, schema: string, id: string | numb
   }
   return { id: jobId, status };
 }
+
+/**
+ * Deletes a job that is not running (with its payload, result and errors). Throws
+ * JobNotFoundError, and JobStateError for a running job (cancel it first).
+ */
+export async function deleteJob(db: Queryable, schema: string, id: string | number): Promise<StatusChange> {
+  const jobId = parseJobId(id);
+  let status: JobStatus | null | undefined;
+  try {
+    status = (await loadQueries(schema).delete_job.run(db, { id: jobId })).rows[0]?.status as JobStatus | null;
+  } catch (err) {
+    const e = err as { code?: string; message: string };
+    if (e.code === '55000' && e.message.startsWith('sluice: ')) throw new JobStateError(jobId, 'running', e.message.slice('sluice: '.length));
+    throw err;
+  }
+  if (status === null || status === undefined) throw new JobNotFoundError(jobId);
+  return { id: jobId, status };
+}

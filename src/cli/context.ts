@@ -70,7 +70,7 @@ export function loadCliConfig(opts: CommonOptions, flags: ConfigInput = {}, flag
 }
 
 /** The database URL: configured, or the embedded server running in database.embeddedDir. */
-function databaseUrl(config: SluiceConfig): string {
+export function databaseUrl(config: SluiceConfig): string {
   if (config.database.url) return config.database.url;
   const local = findLocalDatabase(config.database.embeddedDir);
   if (!local) throw failure(noDatabaseMessage(config.database.embeddedDir));

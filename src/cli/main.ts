@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { EXIT_CODES, reportError } from './context.js';
 import * as config from './commands/config.js';
+import * as dashboard from './commands/dashboard.js';
 import * as jobs from './commands/jobs.js';
 import * as queues from './commands/queues.js';
 import * as setup from './commands/setup.js';
@@ -22,7 +23,7 @@ export function buildProgram(): Command {
     })
     .showSuggestionAfterError(true);
   program.addHelpText('after', EXIT_CODES);
-  for (const group of [start, setup, jobs, queues, status, config]) group.register(program);
+  for (const group of [start, setup, jobs, queues, status, dashboard, config]) group.register(program);
   return program;
 }
 

@@ -264,6 +264,13 @@ export const configSchema = {
       default: 8787,
       env: 'SLUICE_HTTP_PORT',
     },
+    dashboardToken: {
+      doc: 'Token that opens /dashboard/ (login form or Authorization: Bearer). Empty: the dashboard is read-only and served only on a loopback http.host.',
+      format: String,
+      default: '',
+      env: 'SLUICE_DASHBOARD_TOKEN',
+      sensitive: true,
+    },
   },
   cron: {
     doc: 'Recurring jobs: a list of { name, schedule (5 fields, or 6 with seconds first), timezone (IANA, default UTC), task, payload, queue, priority, maxAttempts, backfill (missed ticks to enqueue after downtime, default 0) }. One job per tick across all workers.',

@@ -187,6 +187,16 @@ const catalog = {
     { max_connections: number; superuser_reserved: number; reserved: number; in_use: number; sluice: number; others: number }
   >('admin/budget.sql', rare),
   budget_sessions: def<Record<string, never>, { application_name: string; sessions: number }>('admin/budget_sessions.sql', rare),
+  delete_job: def<{ id: string }, { status: string | null }>('admin/delete_job.sql', rare),
+  jobs_bounds: def<Record<string, never>, { min_id: string | null; max_id: string | null }>('admin/jobs_bounds.sql', rare),
+  jobs_page: def<
+    { before: string; floor: string; status: string | null; queue: string | null; task: string | null; jobKey: string | null; error: string | null; limit: number },
+    Omit<JobRow, 'payload' | 'errors' | 'result' | 'locked_at'>
+  >('admin/jobs_page.sql', rare),
+  dashboard_throughput: def<Record<string, never>, { queue: string; minute_ms: number; completed: number; failed: number; cancelled: number }>(
+    'admin/dashboard_throughput.sql',
+    rare,
+  ),
 };
 
 type Catalog = typeof catalog;

@@ -6,6 +6,7 @@
 //             Database health warnings show in a `warning` field, and the worker stays ready: a
 //             restart would not release a horizon another session holds.
 //   /metrics  Prometheus text from the worker's registry.
+//   /dashboard/  the dashboard (src/dashboard/), when one is given.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
@@ -32,6 +33,8 @@ export interface HttpOptions {
   tickMs?: number;
   /** How long an idle keep-alive connection stays open (default 5 s). */
   keepAliveMs?: number;
+  /** Serves /dashboard and everything below it (src/dashboard/routes.ts). */
+  dashboard?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 }
 
 export interface HttpServer {
@@ -112,11 +115,12 @@ export async function startHttpServer(worker: HttpWorker, opts: HttpOptions): Pr
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const head = req.method === 'HEAD';
+    const pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
+    if (opts.dashboard && (pathname === '/dashboard' || pathname.startsWith('/dashboard/'))) return opts.dashboard(req, res);
     if (req.method !== 'GET' && !head) {
       res.setHeader('allow', 'GET, HEAD');
       return send(res, 405, { error: 'method not allowed' }, head);
     }
-    const pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
     switch (pathname) {
       case '/healthz': {
         const stalledMs = Math.round(watch.stalledMs());
@@ -142,7 +146,7 @@ export async function startHttpServer(worker: HttpWorker, opts: HttpOptions): Pr
         return;
       }
       default:
-        return send(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', '/metrics'] }, head);
+        return send(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', '/metrics', ...(opts.dashboard ? ['/dashboard/'] : [])] }, head);
     }
   };
 

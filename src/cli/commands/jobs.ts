@@ -1,7 +1,7 @@
 // One job at a time: `sluice add`, `jobs`, `show`, `retry`, `cancel`.
 import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
-import { cancelJob, getJob, JOB_STATUSES, listJobs, parseJobId, retryJob, runJobNow, type JobDetail, type JobStatus, type JobSummary } from '../../admin/jobs.js';
+import { cancelJob, deleteJob, getJob, JOB_STATUSES, listJobs, parseJobId, retryJob, runJobNow, type JobDetail, type JobStatus, type JobSummary } from '../../admin/jobs.js';
 import { addJob, type JobSpec } from '../../enqueue.js';
 import { common, intArg, loadCliConfig, usageError, withDatabase, type CommonOptions } from '../context.js';
 import { fields, indent, print, printJson, table, truncate } from '../output.js';
@@ -46,6 +46,9 @@ export function register(program: Command): void {
   common(
     program.command('cancel').description('cancel a queued or running job (a running handler is aborted)').argument('<id>', 'job id'),
   ).action((id: string, opts: CommonOptions) => cmdChange('cancel', id, opts));
+  common(
+    program.command('delete').description('delete a job that is not running (a running one: cancel it first)').argument('<id>', 'job id'),
+  ).action((id: string, opts: CommonOptions) => cmdChange('delete', id, opts));
 }
 
 function jobIdArg(id: string): string {
@@ -187,6 +190,7 @@ const CHANGES = {
   retry: { apply: retryJob, done: 'queued to run now' },
   'run-now': { apply: runJobNow, done: 'will run now' },
   cancel: { apply: cancelJob, done: 'cancelled' },
+  delete: { apply: deleteJob, done: 'deleted' },
 } as const;
 
 async function cmdChange(action: keyof typeof CHANGES, id: string, opts: CommonOptions): Promise<void> {

@@ -64,11 +64,12 @@ async function cmdStart(opts: StartOptions): Promise<void> {
   const flagNames = { 'worker.tasks': '--tasks', 'worker.concurrency': '--concurrency', 'worker.queues': '--queues' };
   let config = loadCliConfig(opts, flags, flagNames);
   // the daemon's modules are loaded only here: the other commands start faster without them
-  const [{ Worker }, { startHttpServer }, { startLocalDatabase }, { createLogger }] = await Promise.all([
+  const [{ Worker }, { startHttpServer }, { startLocalDatabase }, { createLogger }, { createDashboard, dashboardRefusal }] = await Promise.all([
     import('../../worker/worker.js'),
     import('../../http/server.js'),
     import('../../embedded/local-database.js'),
     import('../../observe/logger.js'),
+    import('../../dashboard/index.js'),
   ]);
   const log = createLogger(config.log);
 
@@ -133,7 +134,14 @@ async function cmdStart(opts: StartOptions): Promise<void> {
     }
     worker = new Worker({ config, logger: log, migrate: migrateAtStart });
     if (config.http.enabled) {
-      http = await startHttpServer(worker, { host: config.http.host, port: config.http.port }).catch((err: Error) => {
+      // the dashboard reads and acts through the worker's own pool: still at most poolSize + 1 connections
+      const refusal = dashboardRefusal(config.http.host, config.http.dashboardToken);
+      if (refusal) log.warn(refusal);
+      const running = worker;
+      const dashboard = refusal
+        ? undefined
+        : createDashboard({ pool: () => running.db, schema: config.database.schema, token: config.http.dashboardToken, rescueAfterMs: config.worker.rescueAfterMs, health: config.health, cron: config.cron, log });
+      http = await startHttpServer(worker, { host: config.http.host, port: config.http.port, dashboard }).catch((err: Error) => {
         throw failure(err.message);
       });
     }
@@ -162,8 +170,8 @@ async function cmdStart(opts: StartOptions): Promise<void> {
     const sql = task === 'hello' ? `SELECT ${schema}.add_job('hello', '{"name":"world"}');` : `SELECT ${schema}.add_job('${task}');`;
     if (http) {
       log.info(
-        { http: { healthz: `${http.url}/healthz`, readyz: `${http.url}/readyz`, metrics: `${http.url}/metrics` } },
-        `HTTP endpoints on ${http.url}: /healthz (liveness), /readyz (readiness), /metrics (Prometheus)`,
+        { http: { healthz: `${http.url}/healthz`, readyz: `${http.url}/readyz`, metrics: `${http.url}/metrics`, dashboard: dashboardRefusal(config.http.host, config.http.dashboardToken) ? null : `${http.url}/dashboard/` } },
+        `HTTP endpoints on ${http.url}: /healthz (liveness), /readyz (readiness), /metrics (Prometheus), /dashboard/`,
       );
     }
     log.info({ cli, sql }, `enqueue a job from another terminal: ${cli}   or in SQL: ${sql}`);
