@@ -104,7 +104,21 @@ export function createPool(opts: PoolOptions, log: Logger): pg.Pool {
     opts.idleInTransactionTimeoutMs ? `SET LOCAL idle_in_transaction_session_timeout = ${Math.round(opts.idleInTransactionTimeoutMs)}` : '',
   ].filter(Boolean);
   traits.set(pool, { locator, begin: pooled ? ['BEGIN', ...limits].join('; ') : 'BEGIN', connectionTimeoutMs: opts.connectionTimeoutMs });
+  if (locator) routeQueriesThroughBorrow(pool);
   return pool;
+}
+
+/**
+ * pool.query (handlers' ctx.db.query, addJob on worker.db) borrows through withClient too, so it
+ * also waits for a primary and reports what a failed query says about it. The callback form is
+ * left to node-postgres.
+ */
+function routeQueriesThroughBorrow(pool: pg.Pool): void {
+  const original = pool.query.bind(pool) as (...args: unknown[]) => unknown;
+  pool.query = ((...args: unknown[]) => {
+    if (typeof args[args.length - 1] === 'function') return original(...args);
+    return withClient(pool, (c) => (c.query as (...a: unknown[]) => Promise<unknown>)(...args));
+  }) as typeof pool.query;
 }
 
 /** Thrown by a connection that reached a server in recovery or read-only. */

@@ -38,6 +38,12 @@ export interface ListenerOptions {
   checkIntervalMs: number;
   /** How long a ping may take before the connection is replaced. */
   checkTimeoutMs: number;
+  /**
+   * The pool's locator, when the listener connects to the same hosts: it listens where the pool
+   * found the primary, and moves when the pool does (LISTEN and NOTIFY both work on a primary
+   * made read-only, so only the pool's writes can tell).
+   */
+  primaryLocator?: PrimaryLocator;
   log: Logger;
 }
 
@@ -97,8 +103,8 @@ export class Listener implements Notifications {
   private host = 0;
 
   constructor(private readonly opts: ListenerOptions) {
-    const target = locatedTarget(opts.url);
-    this.locator = target && new PrimaryLocator(target);
+    const target = opts.primaryLocator ? undefined : locatedTarget(opts.url);
+    this.locator = opts.primaryLocator ?? (target && new PrimaryLocator(target));
   }
 
   /** host:port of the LISTEN connection, when the URL names several hosts. */
@@ -156,7 +162,8 @@ export class Listener implements Notifications {
       }
       this.subscriber = sub;
       this.host = host;
-      this.locator?.confirmed(host);
+      // a shared locator is confirmed by the pool alone, which checks that the server takes writes
+      if (!this.opts.primaryLocator) this.locator?.confirmed(host);
       if (this.failingSince) {
         const at = this.hostLabel ? { host: this.hostLabel } : {};
         this.opts.log.info({ attempts: attempt, afterMs: Date.now() - this.failingSince, lastError: this.lastError, ...at }, 'listener is listening again');
@@ -247,6 +254,11 @@ export class Listener implements Notifications {
   private async check(): Promise<void> {
     const sub = this.subscriber;
     if (!sub) return;
+    const shared = this.opts.primaryLocator;
+    if (shared?.reachable && shared.candidate() !== this.host) {
+      this.lost(sub, `the pool found the primary at ${shared.target.label(shared.candidate())}`);
+      return;
+    }
     const nonce = randomUUID();
     const echoed = new Promise<void>((resolve) => (this.pendingPing = { nonce, resolve }));
     // a NOTIFY that fails (the server went into recovery, say) is a ping that never comes back

@@ -159,7 +159,7 @@ export class Worker {
 
   private compose(pool: pg.Pool, tasks: Awaited<ReturnType<typeof loadTasks>>): Parts {
     const { config, log, queries, identity, events } = this;
-    const listener = this.notifications();
+    const listener = this.notifications(pool);
     const completer = new Completer(pool, queries, log);
     const claimer = new Claimer({
       claim: async (demands) => {
@@ -236,7 +236,7 @@ export class Worker {
    * pooler without a listenUrl (LISTEN would land on a shared server connection), where the poll
    * alone finds new jobs.
    */
-  private notifications(): Notifications {
+  private notifications(pool: pg.Pool): Notifications {
     const { config, log, identity } = this;
     const { listenUrl, pooler, url } = config.database;
     if (pooler === 'transaction' && !listenUrl) {
@@ -253,6 +253,7 @@ export class Worker {
       connectTimeoutMs: config.database.connectionTimeoutMs,
       checkIntervalMs: config.database.listenerCheckMs,
       checkTimeoutMs: config.database.listenerCheckMs,
+      primaryLocator: !listenUrl || listenUrl === url ? primaryLocatorOf(pool) : undefined,
       log: log.child({ part: 'listener' }),
     });
   }
