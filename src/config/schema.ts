@@ -181,7 +181,7 @@ export const configSchema = {
       env: 'SLUICE_HEARTBEAT_MS',
     },
     pollMs: {
-      doc: 'Safety poll for work whose notification was missed. Notifications are the fast path.',
+      doc: 'Safety poll for work whose notification was missed. Notifications are the fast path; with database.pooler=transaction and no database.listenUrl the poll is the only one, and 100 ms is a reasonable floor.',
       format: 'int>=1',
       default: 5000,
       env: 'SLUICE_POLL_MS',

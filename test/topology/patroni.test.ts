@@ -202,7 +202,11 @@ describe('topology: Patroni failover under load (two nodes, two workers, three p
     }, 90_000, 200);
     const a = await drain();
     expect(a.overStarted, 'jobs started more often than their attempts').to.equal(0);
-    for (const lines of primaryLines(from)) expect(lines.length, `a few lines per worker, not one per attempt:\n${lines.join('\n')}`).to.be.within(1, 3);
+    primaryLines(from).forEach((lines, i) => {
+      const w = workers[i]!;
+      const context = `worker ${w.id} (exit code ${w.child.exitCode}):\n${lines.join('\n')}\n--- its last lines:\n${w.lines.slice(-15).join('\n')}`;
+      expect(lines.length, `a few lines per worker, not one per attempt: ${context}`).to.be.within(1, 3);
+    });
     report('Patroni switchover under load', { ...since(a), completed: a.completed, missing: a.missing, failed: a.failed, workersFoundPrimaryAfterSeconds: foundAfterSeconds(from), producerRetries: producers.retries, newLeader: leader.name });
   });
 
@@ -237,7 +241,11 @@ describe('topology: Patroni failover under load (two nodes, two workers, three p
     const resumed = await completed();
     await waitFor('new jobs completing after the failover', async () => (await completed()) >= resumed + 300, 90_000, 250);
     const a = await drain();
-    for (const lines of primaryLines(from)) expect(lines.length, `a few lines per worker, not one per attempt:\n${lines.join('\n')}`).to.be.within(1, 3);
+    primaryLines(from).forEach((lines, i) => {
+      const w = workers[i]!;
+      const context = `worker ${w.id} (exit code ${w.child.exitCode}):\n${lines.join('\n')}\n--- its last lines:\n${w.lines.slice(-15).join('\n')}`;
+      expect(lines.length, `a few lines per worker, not one per attempt: ${context}`).to.be.within(1, 3);
+    });
     report('Patroni leader SIGKILL under load', {
       ...since(a),
       completed: a.completed,
