@@ -136,12 +136,14 @@ function primaryClient(locator: PrimaryLocator): typeof pg.Client {
   return class PrimaryClient extends pg.Client implements LocatedClient {
     readonly sluiceHost: number;
     readonly sluiceGeneration: number;
+    private readonly attempt: number;
 
     constructor(config?: string | pg.ClientConfig) {
       const host = locator.candidate();
       super({ ...(typeof config === 'object' ? config : {}), connectionString: target.urlFor(host) });
       this.sluiceHost = host;
       this.sluiceGeneration = locator.generation;
+      this.attempt = locator.beginAttempt();
     }
 
     override connect(): Promise<pg.Client>;
@@ -167,7 +169,7 @@ function primaryClient(locator: PrimaryLocator): typeof pg.Client {
           }
         }
       } catch (err) {
-        locator.failed(this.sluiceHost, err);
+        locator.failed(this.sluiceHost, err, this.attempt);
         throw err;
       }
       locator.confirmed(this.sluiceHost);

@@ -33,6 +33,9 @@ export class PrimaryLocator {
   private failuresInRow = 0;
   private since: number;
   private retryAt = 0;
+  /** Attempts begun so far, and how many had begun when the primary was last confirmed. */
+  private begun = 0;
+  private begunAtConfirmation = 0;
   private readonly now: () => number;
 
   constructor(readonly target: DatabaseTarget, private readonly opts: PrimaryLocatorOptions = {}) {
@@ -55,8 +58,14 @@ export class PrimaryLocator {
     return Math.max(0, this.retryAt - this.now());
   }
 
+  /** An attempt to connect begins; its number goes with its outcome. */
+  beginAttempt(): number {
+    return ++this.begun;
+  }
+
   /** hosts[i] took a connection and is a writable primary (or any host will do). */
   confirmed(i: number): void {
+    this.begunAtConfirmation = this.begun;
     const wasMissing = this.state === 'lost' || this.state === 'searching';
     if (this.previousPrimary !== undefined && this.previousPrimary !== i) this.failovers++;
     if (wasMissing) {
@@ -70,8 +79,13 @@ export class PrimaryLocator {
     this.lastError = undefined;
   }
 
-  /** Connecting to hosts[i] failed, or it is not a writable primary. */
-  failed(i: number, err: unknown): void {
+  /**
+   * Connecting to hosts[i] failed, or it is not a writable primary. `attempt` (from beginAttempt)
+   * tells a stale answer apart: an attempt begun before the primary was confirmed may report a
+   * server still in recovery after another attempt found it promoted.
+   */
+  failed(i: number, err: unknown, attempt = Infinity): void {
+    if (this.primary === i && attempt <= this.begunAtConfirmation) return;
     this.lastError = `${this.target.label(i)}: ${errorSummary(err).message}`;
     if (this.primary === i) {
       this.primary = undefined;

@@ -140,13 +140,14 @@ export class Listener implements Notifications {
   private async connectLoop(reconnect: boolean): Promise<void> {
     for (let attempt = 1; !this.stopped; attempt++) {
       const host = this.locator?.candidate() ?? 0;
+      const ticket = this.locator?.beginAttempt();
       const sub = this.createSubscriber(this.locator ? this.locator.target.urlFor(host) : this.opts.url);
       try {
         await sub.connect();
         await sub.listenTo(this.opts.channel);
       } catch (err) {
         await closeQuietly(sub);
-        this.locator?.failed(host, err);
+        this.locator?.failed(host, err, ticket);
         this.failedAttempts++;
         this.lastError = errorSummary(err).message;
         if (!this.failingSince) {

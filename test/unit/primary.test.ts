@@ -105,6 +105,20 @@ describe('the primary locator', () => {
     expect(waits).to.deep.equal([250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
   });
 
+  it('ignores a stale "in recovery" from an attempt begun before the promoted primary was confirmed', () => {
+    const { locator, messages } = setup();
+    locator.confirmed(0);
+    locator.failed(0, down, locator.beginAttempt());
+    const early = locator.beginAttempt(); // reaches h2 before its promotion...
+    locator.confirmed(1); // ...another attempt finds it promoted...
+    locator.failed(1, new Error('h2:5432 is not a writable primary (in recovery)'), early); // ...and the early answer comes last
+    expect(locator.reachable).to.equal(true);
+    expect(locator.candidate()).to.equal(1);
+    locator.failed(1, down, locator.beginAttempt());
+    expect(locator.reachable, 'an attempt begun after the confirmation counts').to.equal(false);
+    expect(messages().filter((m) => m.startsWith('database primary lost'))).to.have.length(2);
+  });
+
   it('suspect(): older connections are no longer reused, and the next connect checks the same host again', () => {
     const { locator, messages } = setup();
     locator.confirmed(0);
