@@ -118,7 +118,7 @@ describe('query plans with 300,000 finished jobs', function () {
       // the statements a worker runs all the time (sql/queries), not the operator's (sql/admin)
       .filter(([name]) => queryFile(name as QueryName).startsWith('queries/'))
       // a name inside a string literal ('"sluice".jobs'::regclass) reads no rows; VACUUM reads none either
-      .filter(([, query]) => /(?<!')(?<!VACUUM )"sluice"\.jobs\b/.test(query.text))
+      .filter(([, query]) => /(?<!')(?<!VACUUM (?:\([A-Z_, ]+\) )?)"sluice"\.jobs\b/.test(query.text))
       .map(([name]) => name)
       .sort();
     // claim_controlled_jobs reads the table inside a function: its scans are counted above

@@ -5,6 +5,7 @@ import convict from 'convict';
 import { assertIdentifier } from '../db/sql.js';
 import { checkCron, type CronEntry } from './cron.js';
 import { checkQueues, type QueueSetting } from './queues.js';
+import { parseDatabaseUrl } from '../db/target.js';
 
 function positiveInt(name: string, min: number) {
   return {
@@ -49,6 +50,11 @@ convict.addFormat({
     if (typeof value !== 'string' || !/^postgres(ql)?:\/\//.test(value)) {
       throw new Error('must be a postgres:// or postgresql:// URL, or empty for the embedded database');
     }
+    // several hosts (h1:5432,h2:5432) or target_session_attrs: sluice chooses the host itself
+    if (/^postgres(ql)?:\/\/[^/?#]*,/.test(value) || /[?&]target_session_attrs=/.test(value)) {
+      parseDatabaseUrl(value);
+      return;
+    }
     try {
       new URL(value);
     } catch {
@@ -66,11 +72,24 @@ convict.addFormat({ name: 'cron-list', validate: checkCron });
 export const configSchema = {
   database: {
     url: {
-      doc: 'PostgreSQL connection URL. Empty: `sluice start` runs an embedded PostgreSQL in database.embeddedDir.',
+      doc: 'PostgreSQL connection URL. Several hosts (postgres://u@h1:5432,h2:5432/db?target_session_attrs=read-write) are tried in order and only a writable primary is kept. Empty: `sluice start` runs an embedded PostgreSQL in database.embeddedDir.',
       format: 'postgres-url',
       default: '',
       env: 'DATABASE_URL',
       sensitive: true,
+    },
+    listenUrl: {
+      doc: 'Direct connection for the LISTEN connection when database.url points at a transaction pooler (PgBouncer); empty: database.url. May name several hosts like database.url.',
+      format: 'postgres-url',
+      default: '',
+      env: 'SLUICE_LISTEN_URL',
+      sensitive: true,
+    },
+    pooler: {
+      doc: 'What database.url points at: none (PostgreSQL itself, or a session pooler) or transaction (PgBouncer in transaction mode: no prepared statements, no session state; LISTEN only through database.listenUrl, else polling every worker.pollMs).',
+      format: ['none', 'transaction'],
+      default: 'none',
+      env: 'SLUICE_POOLER',
     },
     poolSize: {
       doc: 'Connections in the pool that claims, completes and serves handlers. The process holds at most poolSize + 1 (the listener).',
@@ -171,7 +190,7 @@ export const configSchema = {
       env: 'SLUICE_HEARTBEAT_MS',
     },
     pollMs: {
-      doc: 'Safety poll for work whose notification was missed. Notifications are the fast path.',
+      doc: 'Safety poll for work whose notification was missed. Notifications are the fast path; with database.pooler=transaction and no database.listenUrl the poll is the only one, and 100 ms is a reasonable floor.',
       format: 'int>=1',
       default: 5000,
       env: 'SLUICE_POLL_MS',

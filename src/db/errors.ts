@@ -12,17 +12,28 @@ export function markConnectionBroken(original: Error, cause: Error): Error {
 
 /**
  * True when the client must be destroyed rather than reused: the socket failed, the server ended
- * the session, or a query timed out client-side (the server may still be running it).
+ * the session, a query timed out client-side (the server may still be running it), or the server
+ * is read-only (25006: a demoted primary, whose every later write would fail the same way).
  */
 export function isConnectionBroken(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   if ((err as unknown as Record<symbol, unknown>)[BROKEN]) return true;
   const code = (err as { code?: string }).code;
-  if (code && /^(08|57P0[1-3]|53300)/.test(code)) return true;
+  if (code && /^(08|57P0[1-3]|53300|25006)/.test(code)) return true;
   if (code && ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'ENOTCONN'].includes(code)) return true;
   return /Connection terminated|Query read timeout|connection is closed|Client has encountered a connection error/i.test(
     err.message,
   );
+}
+
+/**
+ * True when the error may mean the primary went away: read-only (25006), an administrator or a
+ * crash shut the server down (57P01/57P02/57P03), or the connection was lost.
+ */
+export function isFailoverError(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code;
+  if (code === '53300') return false;
+  return isConnectionBroken(err);
 }
 
 /**

@@ -129,6 +129,7 @@ const catalog = {
   vacuum_timeout: def<{ timeout: string }>('queries/vacuum_timeout.sql', rare),
   vacuum_reset_timeout: def('queries/vacuum_reset_timeout.sql', rare),
   vacuum_jobs: def('queries/vacuum_jobs.sql', rare),
+  vacuum_jobs_skip_locked: def('queries/vacuum_jobs_skip_locked.sql', rare),
   cancel_backend: def<{ pid: number }>('queries/cancel_backend.sql', rare),
   // enqueueing runs on the caller's connections, which may sit behind any pooler: never prepared
   add_job: def<

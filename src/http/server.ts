@@ -1,10 +1,11 @@
 // The daemon's HTTP endpoints (node:http, no framework):
 //   /healthz  liveness: 200 while the process and its event loop are sound; 503 only when the
 //             loop has been stuck for many seconds, which means "restart me".
-//   /readyz   readiness: 200 only while the worker is running with its listener connected; 503
-//             with a small JSON reason otherwise. It fails first during a graceful shutdown.
-//             Database health warnings show in a `warning` field, and the worker stays ready: a
-//             restart would not release a horizon another session holds.
+//   /readyz   readiness: 200 only while the worker is running with its listener connected and,
+//             with a multi-host database.url, a writable primary found; 503 with a small JSON
+//             reason otherwise. It fails first during a graceful shutdown. Database health
+//             warnings show in a `warning` field, and the worker stays ready: a restart would
+//             not release a horizon another session holds.
 //   /metrics  Prometheus text from the worker's registry.
 //   /dashboard/  the dashboard (src/dashboard/), when one is given.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -18,7 +19,7 @@ export interface HttpWorker {
   readonly ready: boolean;
   readonly state: string;
   readonly metrics: { registry: Registry };
-  stats?(): { listenerConnected: boolean; listenerError?: string };
+  stats?(): { listenerConnected: boolean; listenerError?: string; primaryError?: string };
   /** Database health thresholds passed (a held xmin horizon, say): shown, never a reason to be unready. */
   healthWarnings?(): string[];
 }
@@ -101,6 +102,7 @@ export function readiness(worker: HttpWorker): { ready: boolean; reason?: string
   if (worker.state !== 'running') return { ready: false, reason: `worker is ${worker.state}` };
   if (!worker.ready) {
     const stats = worker.stats?.();
+    if (stats?.primaryError) return { ready: false, reason: redact(stats.primaryError) };
     if (stats && !stats.listenerConnected) {
       return { ready: false, reason: `the LISTEN connection is down${stats.listenerError ? `: ${redact(stats.listenerError)}` : ''}` };
     }

@@ -25,6 +25,6 @@ export function maintenanceServices({ pool, queries, config, events, log, health
   return [
     new Rescuer({ pool, queries, rescueAfterMs: worker.rescueAfterMs, healthySince, events, log }),
     new Pruner({ pool, queries, keepCompletedMs: worker.keepCompletedMs, keepFailedMs: worker.keepFailedMs, everyMs: worker.pruneEveryMs, log }),
-    new Vacuumer({ pool, queries, deadRows: worker.vacuumDeadRows, checkEveryMs: 5000, timeoutMs: 600_000, log }),
+    new Vacuumer({ pool, queries, deadRows: worker.vacuumDeadRows, checkEveryMs: 5000, timeoutMs: 600_000, pooled: config.database.pooler === 'transaction', log }),
   ];
 }

@@ -3,7 +3,10 @@
 // removes them, so under sustained load claiming slows down several times over while the table
 // waits for autovacuum (measured: 12,000 -> 2,400 jobs/s over two minutes in the long
 // benchmark). One worker at a time (an advisory lock); it borrows one pool connection for as
-// long as VACUUM runs. Retired when this role may not vacuum the table.
+// long as VACUUM runs. Retired when this role may not vacuum the table. Behind a transaction
+// pooler a session lock, a session timeout and a backend pid mean nothing (the next statement
+// may run on another server connection): there VACUUM (SKIP_LOCKED) stands in for the lock and
+// the client-side time limit for the server's.
 import type pg from 'pg';
 import { withClient } from '../db/pool.js';
 import type { Queries } from '../db/queries.js';
@@ -18,6 +21,8 @@ export interface VacuumerOptions {
   checkEveryMs: number;
   /** Longest a VACUUM may run before it is cancelled. */
   timeoutMs: number;
+  /** database.pooler=transaction: no session state (see the top of this file). */
+  pooled?: boolean;
   log: Logger;
 }
 
@@ -46,11 +51,23 @@ export class Vacuumer extends PeriodicService {
 
   /** Vacuums the jobs table if it holds more dead rows than the threshold and no other worker is at it. */
   async vacuumIfNeeded(): Promise<VacuumResult> {
-    const { pool, queries, deadRows, timeoutMs } = this.opts;
+    const { pool, queries, deadRows, timeoutMs, pooled } = this.opts;
     return withClient(pool, async (c) => {
       const stats = (await queries.dead_rows.run(c, {})).rows[0]!;
       if (!stats.may_vacuum) return 'not allowed';
       if (Number(stats.dead) <= deadRows) return 'not needed';
+      if (pooled) {
+        // a skipped table is reported as a WARNING notice ("skipping vacuum of ... lock not available")
+        let skipped = false;
+        const onNotice = (n: { code?: string }) => (skipped ||= n.code === '55P03');
+        c.on('notice', onNotice);
+        try {
+          await c.query({ ...queries.vacuum_jobs_skip_locked.config({}), query_timeout: timeoutMs } as pg.QueryConfig);
+        } finally {
+          c.off('notice', onNotice);
+        }
+        return skipped ? 'busy' : 'vacuumed';
+      }
       if (!(await queries.vacuum_lock.run(c, {})).rows[0]!.got) return 'busy';
       try {
         await queries.vacuum_timeout.run(c, { timeout: String(Math.round(timeoutMs)) });

@@ -5,15 +5,18 @@
 // connection is closed and a new one is tried with jittered back-off, forever. pg-listen's own
 // reconnect is off: when its re-LISTEN fails it stays deaf for good, and a reconnect racing a
 // close could leave a connection behind. One log line when it starts failing, one when it is
-// back; the attempts in between are counted, not logged.
+// back; the attempts in between are counted, not logged. With several hosts in its URL each
+// attempt goes to the next host until one takes the LISTEN (a server in recovery refuses it).
 import { randomUUID } from 'node:crypto';
 import pgListen from 'pg-listen';
-import { Subject, type Observable } from 'rxjs';
+import { NEVER, Subject, type Observable } from 'rxjs';
 import type { Logger } from '../observe/logger.js';
 import { backoffMs } from '../util/backoff.js';
 import { sleep, TIMED_OUT, withTimeout } from '../util/time.js';
 import { SERVER_KEEPALIVE_OPTIONS } from '../db/pool.js';
 import { errorSummary } from '../db/errors.js';
+import { PrimaryLocator } from '../db/primary.js';
+import { locatedTarget } from '../db/target.js';
 
 // pg-listen is CommonJS: under NodeNext its function is the default export's `default`
 const createSubscriber = pgListen.default;
@@ -37,6 +40,12 @@ export interface ListenerOptions {
   checkIntervalMs: number;
   /** How long a ping may take before the connection is replaced. */
   checkTimeoutMs: number;
+  /**
+   * The pool's locator, when the listener connects to the same hosts: it listens where the pool
+   * found the primary, and moves when the pool does (LISTEN and NOTIFY both work on a primary
+   * made read-only, so only the pool's writes can tell).
+   */
+  primaryLocator?: PrimaryLocator;
   log: Logger;
 }
 
@@ -45,7 +54,34 @@ export function reconnectDelayMs(attempt: number): number {
   return backoffMs(attempt, { baseMs: 100, maxMs: 10_000, jitter: 'full' });
 }
 
-export class Listener {
+/** What the worker and the wake-ups use of a listener. */
+export interface Notifications {
+  readonly events$: Observable<ListenerEvent>;
+  readonly connected: boolean;
+  /** True when there is no LISTEN connection by design: wake-ups come from the poll alone. */
+  readonly pollingOnly: boolean;
+  readonly failedAttempts: number;
+  readonly lastError: string | undefined;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * No LISTEN connection: behind a transaction pooler without database.listenUrl, LISTEN would
+ * land on a server connection other clients share and hear nothing. The poll finds the work.
+ */
+export class PollingOnly implements Notifications {
+  readonly events$: Observable<ListenerEvent> = NEVER;
+  readonly connected = false;
+  readonly pollingOnly = true;
+  readonly failedAttempts = 0;
+  readonly lastError = undefined;
+  async start(): Promise<void> {}
+  async stop(): Promise<void> {}
+}
+
+export class Listener implements Notifications {
+  readonly pollingOnly = false;
   private readonly subject = new Subject<ListenerEvent>();
   readonly events$: Observable<ListenerEvent> = this.subject.asObservable();
   connected = false;
@@ -63,8 +99,20 @@ export class Listener {
   private checkTimer: NodeJS.Timeout | undefined;
   private pendingPing: { nonce: string; resolve: () => void } | undefined;
   private readonly wakeFromSleep = new AbortController();
+  /** With several hosts (or target_session_attrs) in the URL: which one to try next. */
+  private readonly locator: PrimaryLocator | undefined;
+  /** The host of the current connection (index into the locator's hosts). */
+  private host = 0;
 
-  constructor(private readonly opts: ListenerOptions) {}
+  constructor(private readonly opts: ListenerOptions) {
+    const target = opts.primaryLocator ? undefined : locatedTarget(opts.url);
+    this.locator = opts.primaryLocator ?? (target && new PrimaryLocator(target));
+  }
+
+  /** host:port of the LISTEN connection, when the URL names several hosts. */
+  get hostLabel(): string | undefined {
+    return this.locator?.target.label(this.host);
+  }
 
   /** Resolves once listening; keeps retrying (with backoff) while that is not possible. */
   async start(): Promise<void> {
@@ -93,12 +141,15 @@ export class Listener {
 
   private async connectLoop(reconnect: boolean): Promise<void> {
     for (let attempt = 1; !this.stopped; attempt++) {
-      const sub = this.createSubscriber();
+      const host = this.locator?.candidate() ?? 0;
+      const ticket = this.locator?.beginAttempt();
+      const sub = this.createSubscriber(this.locator ? this.locator.target.urlFor(host) : this.opts.url);
       try {
         await sub.connect();
         await sub.listenTo(this.opts.channel);
       } catch (err) {
         await closeQuietly(sub);
+        this.locator?.failed(host, err, ticket);
         this.failedAttempts++;
         this.lastError = errorSummary(err).message;
         if (!this.failingSince) {
@@ -113,8 +164,12 @@ export class Listener {
         return;
       }
       this.subscriber = sub;
+      this.host = host;
+      // a shared locator is confirmed by the pool alone, which checks that the server takes writes
+      if (!this.opts.primaryLocator) this.locator?.confirmed(host);
       if (this.failingSince) {
-        this.opts.log.info({ attempts: attempt, afterMs: Date.now() - this.failingSince, lastError: this.lastError }, 'listener is listening again');
+        const at = this.hostLabel ? { host: this.hostLabel } : {};
+        this.opts.log.info({ attempts: attempt, afterMs: Date.now() - this.failingSince, lastError: this.lastError, ...at }, 'listener is listening again');
         this.failingSince = 0;
         this.lastError = undefined;
       }
@@ -133,15 +188,16 @@ export class Listener {
     this.setConnected(false);
     this.failingSince = Date.now();
     this.lastError = err ? errorSummary(err).message : reason;
+    this.locator?.suspect(this.host);
     this.opts.log.warn({ reason, ...(err ? { err: errorSummary(err) } : {}) }, 'listener connection lost; reconnecting');
     void closeQuietly(sub);
     void this.connectUntilListening(true);
   }
 
-  private createSubscriber(): Subscriber {
+  private createSubscriber(url: string): Subscriber {
     const sub = createSubscriber(
       {
-        connectionString: this.opts.url,
+        connectionString: url,
         application_name: this.opts.applicationName,
         connectionTimeoutMillis: this.opts.connectTimeoutMs,
         query_timeout: this.opts.checkTimeoutMs,
@@ -203,15 +259,28 @@ export class Listener {
   private async check(): Promise<void> {
     const sub = this.subscriber;
     if (!sub) return;
+    const shared = this.opts.primaryLocator;
+    if (shared?.reachable && shared.candidate() !== this.host) {
+      this.lost(sub, `the pool found the primary at ${shared.target.label(shared.candidate())}`);
+      return;
+    }
     const nonce = randomUUID();
     const echoed = new Promise<void>((resolve) => (this.pendingPing = { nonce, resolve }));
     // a NOTIFY that fails (the server went into recovery, say) is a ping that never comes back
-    sub.notify(this.opts.channel, { ping: nonce }).catch(() => undefined);
+    let sent = false;
+    sub.notify(this.opts.channel, { ping: nonce }).then(() => (sent = true), () => undefined);
     const ok = (await withTimeout(echoed, this.opts.checkTimeoutMs)) !== TIMED_OUT;
     this.pendingPing = undefined;
     if (sub !== this.subscriber) return;
     if (ok) this.scheduleCheck();
-    else this.lost(sub, `it did not hear its own ping within ${this.opts.checkTimeoutMs} ms`);
+    else {
+      // the connection ran the NOTIFY but did not hear it: its LISTEN is not where notifications
+      // arrive, as on the shared server connections of a transaction pooler
+      const why = sent
+        ? ': its NOTIFY ran but it heard nothing, as behind a transaction pooler (PgBouncer) that swallows LISTEN; point database.listenUrl at PostgreSQL itself'
+        : '';
+      this.lost(sub, `it did not hear its own ping within ${this.opts.checkTimeoutMs} ms${why}`);
+    }
   }
 }
 

@@ -8,10 +8,10 @@ import { interval, Subscription } from 'rxjs';
 import type { Events } from '../observe/events.js';
 import type { Runners } from '../runner/runners.js';
 import { DueTimes } from './due-times.js';
-import type { Listener } from './listener.js';
+import type { Notifications } from './listener.js';
 
 export interface WakeupOptions {
-  listener: Listener;
+  listener: Notifications;
   runners: Runners;
   pollMs: number;
   /** Database clock minus local clock (the lease measures it). */

@@ -14,6 +14,8 @@ export interface MetricsSources {
   listenerConnected(): boolean;
   /** Failed attempts of the listener to connect and LISTEN, since the start. */
   listenerFailedAttempts(): number;
+  /** With a multi-host database.url: whether a primary is known, and how often it moved. */
+  primary?(): { reachable: boolean; failovers: number } | undefined;
   /** Queue depth and oldest runnable age, read from the database at scrape time. */
   queueStats(): Promise<{ queue: string; status: string; count: number; oldestRunnableSeconds: number | null }[]>;
   /** The health check's last reading (undefined: none yet, or the last one failed) and the signals past their thresholds. */
@@ -155,6 +157,23 @@ export class Metrics {
       collect() {
         this.reset();
         this.inc(self.sources?.listenerFailedAttempts() ?? 0);
+      },
+    });
+    new client.Counter({
+      name: 'sluice_database_failovers_total',
+      help: 'Times the pool found the writable primary on another host of a multi-host database.url than before.',
+      registers: r,
+      collect() {
+        this.reset();
+        this.inc(self.sources?.primary?.()?.failovers ?? 0);
+      },
+    });
+    new client.Gauge({
+      name: 'sluice_database_primary_reachable',
+      help: '1 while the pool knows a writable primary (always 1 with a single-host database.url).',
+      registers: r,
+      collect() {
+        this.set(self.sources?.primary?.()?.reachable === false ? 0 : 1);
       },
     });
     new client.Gauge({ name: 'sluice_listener_connected', help: '1 while the LISTEN connection is up.', registers: r, collect() { this.set(self.sources?.listenerConnected() ? 1 : 0); } });

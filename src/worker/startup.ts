@@ -6,6 +6,7 @@ import type { SluiceConfig } from '../config/schema.js';
 import { checkBudget, readBudget } from '../admin/budget.js';
 import { errorSummary } from '../db/errors.js';
 import { currentVersion, expectedVersion, migrate } from '../db/migrate.js';
+import { locatedTarget } from '../db/target.js';
 import type { Queries } from '../db/queries.js';
 import { SluiceError } from '../errors.js';
 import type { Logger } from '../observe/logger.js';
@@ -47,9 +48,11 @@ export async function prepareDatabase(opts: StartupOptions): Promise<void> {
   }
 }
 
-/** host:port/database of a URL, for log lines (never its credentials). */
+/** host:port/database of a URL (every host of a multi-host one), for log lines (never its credentials). */
 function describeDatabase(url: string): string {
   try {
+    const target = locatedTarget(url);
+    if (target) return `${target.hosts.map((_, i) => target.label(i)).join(',')}${new URL(target.urlFor(0)).pathname}`;
     const u = new URL(url);
     return `${u.hostname}:${u.port || 5432}${u.pathname}`;
   } catch {

@@ -11,7 +11,8 @@ import { isResolvedConfig, loadConfig } from '../config/load.js';
 import { queueNames, queueSlots } from '../config/queues.js';
 import type { ConfigInput, SluiceConfig } from '../config/schema.js';
 import { errorSummary } from '../db/errors.js';
-import { createPool, endPool, poolOptions, withClient } from '../db/pool.js';
+import { createPool, endPool, poolOptions, primaryLocatorOf, withClient } from '../db/pool.js';
+import type { PrimaryLocator } from '../db/primary.js';
 import { loadQueries, type Queries } from '../db/queries.js';
 import { channelFor } from '../db/sql.js';
 import { addJob, addJobs, type JobSpec } from '../enqueue.js';
@@ -20,7 +21,7 @@ import type { DatabaseHealth } from '../admin/health.js';
 import { HealthCheck } from '../maintenance/health-check.js';
 import { maintenanceServices } from '../maintenance/index.js';
 import type { Service } from '../maintenance/service.js';
-import { Listener } from '../notify/listener.js';
+import { Listener, PollingOnly, type Notifications } from '../notify/listener.js';
 import { Wakeups } from '../notify/wakeups.js';
 import { Events } from '../observe/events.js';
 import { logEvents } from '../observe/job-log.js';
@@ -63,7 +64,7 @@ const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.me
 /** The parts a started worker is made of. */
 interface Parts {
   pool: pg.Pool;
-  listener: Listener;
+  listener: Notifications;
   completer: Completer;
   claimer: Claimer;
   controlled: ControlledQueues;
@@ -90,7 +91,8 @@ export class Worker {
   constructor(private readonly opts: WorkerOptions = {}) {
     this.config = isResolvedConfig(opts.config) ? opts.config : loadConfig({ file: opts.configFile, overrides: opts.config });
     this.log = opts.logger ?? createLogger(this.config.log);
-    this.queries = loadQueries(this.config.database.schema);
+    // a transaction pooler hands each transaction to any server connection: no named statements
+    this.queries = loadQueries(this.config.database.schema, { preparedStatements: this.config.database.pooler !== 'transaction' });
     const { worker, database } = this.config;
     this.identity = {
       id: `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
@@ -180,15 +182,7 @@ export class Worker {
 
   private compose(pool: pg.Pool, tasks: Awaited<ReturnType<typeof loadTasks>>): Parts {
     const { config, log, queries, identity, events } = this;
-    const listener = new Listener({
-      url: config.database.url,
-      channel: channelFor(config.database.schema),
-      applicationName: `sluice-listener ${identity.id}`.slice(0, 63),
-      connectTimeoutMs: config.database.connectionTimeoutMs,
-      checkIntervalMs: config.database.listenerCheckMs,
-      checkTimeoutMs: config.database.listenerCheckMs,
-      log: log.child({ part: 'listener' }),
-    });
+    const listener = this.notifications(pool);
     const completer = new Completer(pool, queries, log);
     const controlled = new ControlledQueues({ pool, queries, log });
     const claimer = new Claimer({
@@ -268,10 +262,41 @@ export class Worker {
       pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
       listenerConnected: () => listener.connected,
       listenerFailedAttempts: () => listener.failedAttempts,
+      primary: () => {
+        const locator = primaryLocatorOf(pool);
+        return locator && { reachable: locator.reachable, failovers: locator.failovers };
+      },
       queueStats: () => this.queueStats(),
       health: () => ({ health: healthCheck.latest, warnings: healthCheck.warnings }),
     });
     return { pool, listener, completer, claimer, controlled, runners, wakeups, lease, healthCheck, services };
+  }
+
+  /**
+   * The LISTEN connection: to database.listenUrl, else database.url; none behind a transaction
+   * pooler without a listenUrl (LISTEN would land on a shared server connection), where the poll
+   * alone finds new jobs.
+   */
+  private notifications(pool: pg.Pool): Notifications {
+    const { config, log, identity } = this;
+    const { listenUrl, pooler, url } = config.database;
+    if (pooler === 'transaction' && !listenUrl) {
+      log.warn(
+        { pollMs: config.worker.pollMs },
+        `database.pooler is transaction and database.listenUrl is not set: LISTEN cannot work through a transaction pooler, so new jobs are found by polling every ${config.worker.pollMs} ms (worker.pollMs, 100 or more); set database.listenUrl to a direct connection to PostgreSQL for instant pickup`,
+      );
+      return new PollingOnly();
+    }
+    return new Listener({
+      url: listenUrl || url,
+      channel: channelFor(config.database.schema),
+      applicationName: `sluice-listener ${identity.id}`.slice(0, 63),
+      connectTimeoutMs: config.database.connectionTimeoutMs,
+      checkIntervalMs: config.database.listenerCheckMs,
+      checkTimeoutMs: config.database.listenerCheckMs,
+      primaryLocator: !listenUrl || listenUrl === url ? primaryLocatorOf(pool) : undefined,
+      log: log.child({ part: 'listener' }),
+    });
   }
 
   /**
@@ -283,9 +308,12 @@ export class Worker {
     return this.stopping;
   }
 
-  /** Running, listening, and the database answered the last heartbeat in time. */
+  /** Running, listening (unless polling by design), a primary known, and the database answered the last heartbeat in time. */
   get ready(): boolean {
-    return this.state === 'running' && (this.parts?.listener.connected ?? false) && (this.parts?.lease.healthy ?? false);
+    const parts = this.parts;
+    if (this.state !== 'running' || !parts) return false;
+    const listening = parts.listener.connected || parts.listener.pollingOnly;
+    return listening && parts.lease.healthy && (primaryLocatorOf(parts.pool)?.reachable ?? true);
   }
 
   /** The database health check's last reading (undefined before the first, or when the last failed). */
@@ -299,15 +327,29 @@ export class Worker {
   }
 
   /** Jobs running now, claimed jobs waiting inside mergeMap (always 0), and jobs claimed ahead (worker.prefetch). */
-  stats(): { inFlight: number; buffered: number; prefetched: number; poolTotal: number; poolIdle: number; poolWaiting: number; listenerConnected: boolean; listenerError?: string } {
+  stats(): {
+    inFlight: number;
+    buffered: number;
+    prefetched: number;
+    poolTotal: number;
+    poolIdle: number;
+    poolWaiting: number;
+    listenerConnected: boolean;
+    listenerError?: string;
+    /** Set while a multi-host database.url has no writable primary: why. */
+    primaryError?: string;
+  } {
+    const locator = this.pool && primaryLocatorOf(this.pool);
     return {
+      primaryError: locator && !locator.reachable ? noPrimaryReason(locator) : undefined,
       inFlight: this.parts?.runners.inFlight ?? 0,
       buffered: this.parts?.runners.buffered ?? 0,
       prefetched: this.parts?.runners.prefetched ?? 0,
       poolTotal: this.pool?.totalCount ?? 0,
       poolIdle: this.pool?.idleCount ?? 0,
       poolWaiting: this.pool?.waitingCount ?? 0,
-      listenerConnected: this.parts?.listener.connected ?? false,
+      // polling by design counts as listening: /readyz must not fail for it
+      listenerConnected: (this.parts?.listener.connected || this.parts?.listener.pollingOnly) ?? false,
       listenerError: this.parts?.listener.lastError,
     };
   }
@@ -353,6 +395,11 @@ export class Worker {
     const res = await withClient(this.db, (c) => this.queries.queue_depth.run(c, {}));
     return res.rows.map((r) => ({ queue: r.queue, status: r.status, count: r.n, oldestRunnableSeconds: r.oldest }));
   }
+}
+
+function noPrimaryReason(locator: PrimaryLocator): string {
+  const hosts = locator.target.hosts.map((_, i) => locator.target.label(i)).join(', ');
+  return `no writable primary among ${hosts}${locator.lastError ? ` (last: ${locator.lastError})` : ''}`;
 }
 
 export async function runWorker(opts: WorkerOptions = {}): Promise<Worker> {
