@@ -77,7 +77,7 @@ export async function listJobs(db: Queryable, schema: string, filter: JobFilter 
 }
 
 /** The fields a job list shows, from a row of sql/admin/list_jobs.sql or show_job.sql. */
-function jobSummary(r: Omit<JobRow, 'payload' | 'errors' | 'result' | 'locked_at'>): JobSummary {
+export function jobSummary(r: Omit<JobRow, 'payload' | 'errors' | 'result' | 'locked_at'>): JobSummary {
   return {
     id: String(r.id),
     queue: r.queue,

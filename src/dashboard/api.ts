@@ -2,7 +2,7 @@
 // pages and its actions. Actions call the same admin functions as the CLI (src/admin/), which
 // call the same SQL functions (sluice.retry_job, cancel_job, run_job_now, delete_job).
 import { readBudget, type Budget } from '../admin/budget.js';
-import { cancelJob, deleteJob, getJob, JOB_STATUSES, parseJobId, retryJob, runJobNow, type JobDetail, type JobStatus, type JobSummary, type StatusChange } from '../admin/jobs.js';
+import { cancelJob, deleteJob, getJob, JOB_STATUSES, jobSummary, parseJobId, retryJob, runJobNow, type JobDetail, type JobStatus, type JobSummary, type StatusChange } from '../admin/jobs.js';
 import { listQueues, pauseQueue, resumeQueue, setQueueLimits } from '../admin/queues.js';
 import { listWorkers, type WorkerStatus } from '../admin/status.js';
 import { loadQueries, type JobRow } from '../db/queries.js';
@@ -148,30 +148,7 @@ export async function pageJobs(db: Queryable, schema: string, filter: JobsFilter
     rows.push(...found.rows);
     upper = rows.length === limit ? BigInt(rows[rows.length - 1]!.id) : floor;
   }
-  return { jobs: rows.map(summary), next: upper > minId ? String(upper) : null };
-}
-
-function iso(v: Date | null): string | null {
-  return v === null ? null : v.toISOString();
-}
-
-function summary(r: Omit<JobRow, 'payload' | 'errors' | 'result' | 'locked_at'>): JobSummary {
-  return {
-    id: String(r.id),
-    queue: r.queue,
-    task: r.task,
-    status: r.status as JobStatus,
-    priority: r.priority,
-    runAt: iso(r.run_at)!,
-    attempts: r.attempts,
-    maxAttempts: r.max_attempts,
-    jobKey: r.job_key,
-    lockedBy: r.locked_by,
-    lastError: r.last_error,
-    createdAt: iso(r.created_at)!,
-    startedAt: iso(r.started_at),
-    finishedAt: iso(r.finished_at),
-  };
+  return { jobs: rows.map(jobSummary), next: upper > minId ? String(upper) : null };
 }
 
 export interface Attempt {
