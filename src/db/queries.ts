@@ -113,16 +113,20 @@ const catalog = {
   prune_cron_ticks: def<{ keepMs: number }>('queries/prune_cron_ticks.sql'),
   prune_jobs: def<{ keepCompletedMs: number; keepFailedMs: number; batchSize: number }>('queries/prune_jobs.sql'),
   dead_rows: def<Record<string, never>, { dead: string; may_vacuum: boolean }>('queries/dead_rows.sql'),
-  // database health, read by the worker's health check and by `sluice status`
+  // database health, read by the worker's health check (every few seconds), `sluice status` and
+  // the dashboard through readHealth, which loads its own statements: unnamed, so that they work
+  // behind a transaction pooler too
   health_xmin: def<Record<string, never>, { pid: number | null; application_name: string | null; state: string | null; since: Date | null; age_ms: number | null }>(
     'queries/health_xmin.sql',
+    rare,
   ),
   health_jobs_table: def<
     Record<string, never>,
     { live_rows: number; dead_rows: number; table_bytes: number; index_bytes: number; last_vacuum: Date | null; last_autovacuum: Date | null }
-  >('queries/health_jobs_table.sql'),
+  >('queries/health_jobs_table.sql', rare),
   health_server: def<Record<string, never>, { notify_queue_usage: number; max_connections: number; used: number; by_sluice: number }>(
     'queries/health_server.sql',
+    rare,
   ),
   vacuum_lock: def<Record<string, never>, { got: boolean }>('queries/vacuum_lock.sql', rare),
   vacuum_unlock: def('queries/vacuum_unlock.sql', rare),
