@@ -188,9 +188,8 @@ export class Worker {
     const claimer = new Claimer({
       claim: async (demands) => {
         const tracer = activeTracer();
-        const claimed = tracer
-          ? await traceClaim(tracer, demands.map((d) => d.queue), () => claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current), (c) => c.jobs.length)
-          : await claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current);
+        const claim = () => claimJobs(pool, queries, demands, identity.tasks, identity.id, controlled.current);
+        const claimed = tracer ? await traceClaim(tracer, demands.map((d) => d.queue), claim, (c) => c.jobs.length) : await claim();
         events.emit({ type: 'claim', jobs: claimed.jobs.length });
         return claimed;
       },

@@ -127,13 +127,11 @@ describe('queue control across three worker processes', function () {
     expect(left).to.be.above(0);
 
     await resumeQueue(admin, 'sluice', 'paused');
-    const resumedAt = Date.now();
+    // half the one-minute poll: a start within it came by notification
     await waitFor('a job to start after resume', async () => {
       const r = await admin.query("SELECT count(*)::int AS n FROM qc.runs WHERE queue = 'paused' AND started_at > $1::timestamptz + interval '1 second'", [pausedAt]);
       return r.rows[0].n > 0;
     }, 30_000, 20);
-    // far below the one-minute poll: the resume reached the workers by notification
-    expect(Date.now() - resumedAt).to.be.below(30_000);
     await waitFor('the rest of the queue done', async () => (await done(admin, 'paused')) === 400, 120_000, 100);
     const servedBy = await admin.query("SELECT count(DISTINCT worker)::int AS n FROM qc.runs WHERE queue = 'paused' AND started_at > $1", [pausedAt]);
     expect(servedBy.rows[0].n, 'every worker resumed').to.equal(3);
