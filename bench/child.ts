@@ -67,8 +67,8 @@ process.on('message', (msg: ToChild) => {
 });
 
 async function run(task: ChildTask): Promise<ChildResult> {
-  if (task.mode === 'tps') return tps(task);
   const adapter = await loadAdapter(task.system);
+  if (task.mode === 'tps') return tps(adapter, task);
   if (task.mode !== 'enqueue') await adapter.preload();
   switch (task.mode) {
     case 'enqueue':
@@ -319,13 +319,16 @@ async function long(adapter: SystemAdapter, task: Extract<ChildTask, { mode: 'lo
 }
 
 /** Each connection runs the statement (its own transaction) back to back; the orchestrator set up the table. */
-async function tps(task: Extract<ChildTask, { mode: 'tps' }>): Promise<TpsResult> {
+async function tps(adapter: SystemAdapter, task: Extract<ChildTask, { mode: 'tps' }>): Promise<TpsResult> {
   const clients = await producerClients(task.url, task.clients);
   const listener = await monitorClient(task.url);
   let notifications = 0;
   listener.on('notification', () => notifications++);
+  let worker: RunningWorker | undefined;
   try {
     await listener.query(`LISTEN ${listener.escapeIdentifier(task.listenChannel)}`);
+    if (task.consumer === 'waiting-runner') await listener.query(task.waitSql);
+    else worker = await startWorker(adapter, task.url, { variant: 'sluice', concurrency: task.concurrency, onJob: () => undefined });
     // one transaction each first: connecting and planning are not in the timing
     await Promise.all(clients.map((c) => c.query(task.sql)));
     send({ type: 'ready' });
@@ -345,6 +348,8 @@ async function tps(task: Extract<ChildTask, { mode: 'tps' }>): Promise<TpsResult
     );
     const ms = now() - t0;
     await sleep(200); // the notifications of the last transactions are on their way
+    if (worker) await stopWorker(worker);
+    worker = undefined;
     return {
       clients: task.clients,
       transactions: latencies.length,
@@ -355,6 +360,7 @@ async function tps(task: Extract<ChildTask, { mode: 'tps' }>): Promise<TpsResult
       notifications,
     };
   } finally {
+    if (worker) await stopWorker(worker);
     await Promise.all([...clients, listener].map((c) => c.end().catch(() => undefined)));
   }
 }

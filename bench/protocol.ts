@@ -1,6 +1,8 @@
 // Messages between the orchestrator (bench/run.ts) and a child process (bench/child.ts).
 import type { SystemName, VariantId } from './systems/types.js';
 
+export type TpsConsumer = 'worker' | 'waiting-runner';
+
 export type ChildTask =
   | { mode: 'enqueue'; system: SystemName; url: string; jobs: number; chunk: number }
   | {
@@ -41,8 +43,16 @@ export type ChildTask =
       sql: string;
       clients: number;
       seconds: number;
-      /** One more connection LISTENs here throughout, as an idle worker would, and counts what arrives. */
+      /** One more connection LISTENs here throughout and counts what arrives (every notification reaches every listener). */
       listenChannel: string;
+      /**
+       * Who takes the jobs meanwhile: a sluice worker at `concurrency` that works them off, or
+       * (waiting-runner) only the listening connection, holding the wake lock with `waitSql` as a
+       * runner that waits and is never woken: every due insert notifies, the cost of before.
+       */
+      consumer: TpsConsumer;
+      concurrency: number;
+      waitSql: string;
     }
   | {
       /**

@@ -29,6 +29,9 @@ describe('enqueueing', () => {
     await listener.connect();
     listener.on('notification', (n) => notes.push(n.payload ?? ''));
     await listener.query('LISTEN sluice_jobs');
+    // the listener stands for a worker whose runners wait for work in these queues: it holds
+    // their wake locks, so due jobs notify (with no runner waiting, they would not)
+    await listener.query('SELECT pg_advisory_lock(sluice.wake_lock_key(q)) FROM unnest($1::text[]) q', [['default', 'a', 'b', 'delayed', 'bulk']]);
   });
   after(async () => {
     await listener.end();
@@ -75,6 +78,70 @@ describe('enqueueing', () => {
     expect(new Date((notes[0] as { runAt: string }).runAt).getTime()).to.equal(at.getTime());
     const now = await notificationsOf(() => addJob(pool, { task: 'now', queue: 'delayed' }));
     expect(now).to.deep.equal([{ queue: 'delayed', due: true, runAt: null }]);
+  });
+
+  it('notifies a due job only while a runner waits for its queue (holds its wake lock); a job due later always', async () => {
+    expect(await notificationsOf(() => addJob(pool, { task: 'n', queue: 'quiet' })), 'nobody waits').to.deep.equal([]);
+    const at = new Date(Date.now() + 60_000);
+    const later = await notificationsOf(() => addJob(pool, { task: 'n', queue: 'quiet', runAt: at }));
+    expect(later).to.have.length(1);
+    expect(later[0]).to.include({ queue: 'quiet', due: false });
+    expect(await notificationsOf(() => addJobs(pool, [{ task: 'n', queue: 'quiet' }, { task: 'n', queue: 'a' }])), 'one queue of the two waits').to.deep.equal([
+      { queue: 'a', due: true, runAt: null },
+    ]);
+    const q = loadQueries('sluice');
+    expect((await q.wake_lock_take.run(listener, { queue: 'quiet' })).rows[0]!.state).to.equal('held');
+    try {
+      expect(await notificationsOf(() => addJob(pool, { task: 'n', queue: 'quiet' }))).to.deep.equal([{ queue: 'quiet', due: true, runAt: null }]);
+    } finally {
+      await q.wake_lock_release.run(listener, { queue: 'quiet' });
+    }
+  });
+
+  describe('the wake lock keeps a runner from waiting past an insert that did not notify', () => {
+    const q = loadQueries('sluice');
+    let producer: pg.PoolClient;
+    let other: pg.PoolClient;
+    const take = async (db: pg.ClientBase, queue: string) => (await q.wake_lock_take.run(db, { queue })).rows[0]!.state;
+    beforeEach(async () => {
+      producer = await pool.connect();
+      other = await pool.connect();
+    });
+    afterEach(async () => {
+      await producer.query('ROLLBACK');
+      await other.query('SELECT pg_advisory_unlock_all()');
+      producer.release();
+      other.release();
+    });
+
+    for (const isolation of ['READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE']) {
+      it(`until the producer's ${isolation} transaction commits, then it can wait and sees the job`, async () => {
+        await producer.query(`BEGIN ISOLATION LEVEL ${isolation}`);
+        const id = (await producer.query("SELECT sluice.add_job('gated', queue => 'gate') AS id")).rows[0].id;
+        expect(await take(other, 'gate'), 'the producer holds it shared').to.equal('producers');
+        await producer.query('COMMIT');
+        expect(await take(other, 'gate')).to.equal('held');
+        const seen = await other.query("SELECT id FROM sluice.jobs WHERE queue = 'gate' AND status = 'queued'");
+        expect(seen.rows.map((r) => String(r.id))).to.include(String(id));
+        await other.query("DELETE FROM sluice.jobs WHERE queue = 'gate'");
+      });
+    }
+
+    it('until it rolls back; and an insert while a runner waits notifies at commit, in any isolation', async () => {
+      await producer.query('BEGIN');
+      await producer.query("SELECT sluice.add_job('gated', queue => 'gate')");
+      expect(await take(other, 'gate')).to.equal('producers');
+      await producer.query('ROLLBACK');
+      expect(await take(other, 'gate')).to.equal('held');
+      const notes = await notificationsOf(async () => {
+        await producer.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+        await producer.query("SELECT sluice.add_job('gated', queue => 'gate')");
+        await producer.query('COMMIT');
+      });
+      expect(notes).to.deep.equal([{ queue: 'gate', due: true, runAt: null }]);
+      expect(await take(listener, 'gate'), 'held by another worker').to.equal('worker');
+      await other.query("DELETE FROM sluice.jobs WHERE queue = 'gate'");
+    });
   });
 
   it('notifies when jobs go back to queued, and never for claiming or completing', async () => {

@@ -181,6 +181,8 @@ export const ADD_ONE_SQL = `SELECT ${SCHEMA}.add_job('${TASK}')`;
 
 /** The channel sluice's workers LISTEN on. */
 export const NOTIFY_CHANNEL = channelFor(SCHEMA);
+/** Held by a session, the wake lock of the queue the bench uses: a runner that waits, never woken. */
+export const WAIT_FOR_DEFAULT_SQL = `SELECT pg_advisory_lock(${SCHEMA}.wake_lock_key('default'))`;
 
 /** Switches every user trigger of the jobs table (they are what notifies) on or off. */
 export async function setTriggers(db: pg.ClientBase, enabled: boolean): Promise<void> {

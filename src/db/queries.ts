@@ -108,6 +108,9 @@ const catalog = {
     'queries/rescue_jobs.sql',
   ),
   lost_jobs: def<{ ids: string[]; tokens: string[] }, { id: string; status: string | null }>('queries/lost_jobs.sql'),
+  // on the LISTEN connection, which is always a direct one
+  wake_lock_take: def<{ queue: string }, { state: 'held' | 'producers' | 'worker' }>('queries/wake_lock_take.sql'),
+  wake_lock_release: def<{ queue: string }, { released: boolean }>('queries/wake_lock_release.sql'),
   queue_depth: def<Record<string, never>, { queue: string; status: string; n: number; oldest: number | null }>('queries/queue_depth.sql'),
   prune_lock: def<Record<string, never>, { got: boolean }>('queries/prune_lock.sql'),
   prune_cron_ticks: def<{ keepMs: number }>('queries/prune_cron_ticks.sql'),

@@ -8,6 +8,7 @@
 // back; the attempts in between are counted, not logged. With several hosts in its URL each
 // attempt goes to the next host until one takes the LISTEN (a server in recovery refuses it).
 import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import pgListen from 'pg-listen';
 import { NEVER, Subject, type Observable } from 'rxjs';
 import type { Logger } from '../observe/logger.js';
@@ -17,6 +18,7 @@ import { SERVER_KEEPALIVE_OPTIONS } from '../db/pool.js';
 import { errorSummary } from '../db/errors.js';
 import { PrimaryLocator } from '../db/primary.js';
 import { locatedTarget } from '../db/target.js';
+import type { ListenerSession } from './wake-locks.js';
 
 // pg-listen is CommonJS: under NodeNext its function is the default export's `default`
 const createSubscriber = pgListen.default;
@@ -62,6 +64,8 @@ export interface Notifications {
   readonly pollingOnly: boolean;
   readonly failedAttempts: number;
   readonly lastError: string | undefined;
+  /** The LISTEN connection while there is one: the wake locks live on it. */
+  session(): ListenerSession | undefined;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -76,6 +80,9 @@ export class PollingOnly implements Notifications {
   readonly pollingOnly = true;
   readonly failedAttempts = 0;
   readonly lastError = undefined;
+  session(): undefined {
+    return undefined;
+  }
   async start(): Promise<void> {}
   async stop(): Promise<void> {}
 }
@@ -92,6 +99,8 @@ export class Listener implements Notifications {
   /** Why the last attempt failed, while it is failing (for /readyz). */
   lastError: string | undefined;
   private subscriber: Subscriber | undefined;
+  private current: ListenerSession | undefined;
+  private sessions = 0;
   private stopped = false;
   private connecting: Promise<void> | undefined;
   /** When the current run of failures began (0: not failing). */
@@ -143,7 +152,7 @@ export class Listener implements Notifications {
     for (let attempt = 1; !this.stopped; attempt++) {
       const host = this.locator?.candidate() ?? 0;
       const ticket = this.locator?.beginAttempt();
-      const sub = this.createSubscriber(this.locator ? this.locator.target.urlFor(host) : this.opts.url);
+      const { sub, client } = this.createSubscriber(this.locator ? this.locator.target.urlFor(host) : this.opts.url);
       try {
         await sub.connect();
         await sub.listenTo(this.opts.channel);
@@ -164,6 +173,7 @@ export class Listener implements Notifications {
         return;
       }
       this.subscriber = sub;
+      this.current = { id: ++this.sessions, db: client };
       this.host = host;
       // a shared locator is confirmed by the pool alone, which checks that the server takes writes
       if (!this.opts.primaryLocator) this.locator?.confirmed(host);
@@ -194,8 +204,12 @@ export class Listener implements Notifications {
     void this.connectUntilListening(true);
   }
 
-  private createSubscriber(url: string): Subscriber {
-    const sub = createSubscriber(
+  session(): ListenerSession | undefined {
+    return this.connected ? this.current : undefined;
+  }
+
+  private createSubscriber(url: string): { sub: Subscriber; client: pg.Client } {
+    const { sub, client } = subscriberWithClient(
       {
         connectionString: url,
         application_name: this.opts.applicationName,
@@ -216,10 +230,11 @@ export class Listener implements Notifications {
     );
     sub.events.on('notification', (n: { payload?: unknown }) => this.onNotification(String(n.payload ?? '')));
     sub.events.on('error', (err: Error) => this.lost(sub, 'the connection failed', err));
-    return sub;
+    return { sub, client };
   }
 
   private setConnected(up: boolean): void {
+    if (!up) this.current = undefined;
     if (this.connected === up) return;
     this.connected = up;
     this.subject.next({ type: up ? 'connected' : 'disconnected' });
@@ -286,4 +301,29 @@ export class Listener implements Notifications {
 
 async function closeQuietly(sub: Subscriber): Promise<void> {
   await withTimeout(sub.close().catch(() => undefined), 2000);
+}
+
+/**
+ * pg-listen keeps its pg.Client to itself, but the wake locks must live on that very connection:
+ * on another one they would break the pool.max + 1 bound and could outlive a lost LISTEN. It
+ * builds the client synchronously inside createSubscriber, from the pg module's Client: a subclass
+ * put there for the length of that call hands the client over.
+ */
+function subscriberWithClient(...args: Parameters<typeof createSubscriber>): { sub: Subscriber; client: pg.Client } {
+  const Base = pg.Client;
+  let client: pg.Client | undefined;
+  pg.Client = class extends Base {
+    constructor(config?: string | pg.ClientConfig) {
+      super(config);
+      client ??= this;
+    }
+  };
+  let sub: Subscriber;
+  try {
+    sub = createSubscriber(...args);
+  } finally {
+    pg.Client = Base;
+  }
+  if (!client) throw new Error('pg-listen no longer builds its client from pg.Client: the wake locks cannot reach the LISTEN connection');
+  return { sub, client };
 }

@@ -37,6 +37,8 @@ export interface QueueRunnerOptions {
   prefetch?: number;
   /** False while the queue has limits or a pause: then nothing is claimed ahead. */
   mayPrefetch?: () => boolean;
+  /** Told when the runner starts to wait for a wake-up and when it looks by itself again (the queue's wake lock). */
+  wakeLock?: { waiting(found: boolean): void; looking(): void };
   log: Logger;
   clock?: Clock;
 }
@@ -83,6 +85,12 @@ export class QueueRunner implements ClaimTarget {
 
   /** Something may be runnable in this queue: claim for the free slots. */
   wake(): void {
+    this.opts.wakeLock?.looking();
+    this.lookAgain();
+  }
+
+  /** Claim for the free slots, still waiting to be woken (the wake lock was just taken). */
+  lookAgain(): void {
     this.wakeGeneration++;
     this.opts.claimer.request();
   }
@@ -103,6 +111,10 @@ export class QueueRunner implements ClaimTarget {
     if (heldBack && heldBack.retryMs === null && this.outcomesWritten !== this.outcomesWrittenAtAsk) this.opts.claimer.requestSoon();
     else if (heldBack) this.holdBack(heldBack.retryMs);
     else if (jobs.length < ask.want) this.drainedAt = ask.generation;
+    // waiting for a wake-up only when nothing woke it during the claim (else it claims again)
+    if (!heldBack && jobs.length < ask.want) {
+      if (ask.generation === this.wakeGeneration) this.opts.wakeLock?.waiting(jobs.length > 0);
+    } else this.opts.wakeLock?.looking();
     this.prefetched.push(...jobs);
     this.startPrefetched();
   }
@@ -129,6 +141,7 @@ export class QueueRunner implements ClaimTarget {
   /** Stops claiming; running jobs go on. */
   stopClaiming(): void {
     this.stopped = true;
+    this.opts.wakeLock?.looking();
   }
 
   /** Resolves when no job is running (or claimed for a slot). */

@@ -28,6 +28,11 @@ export class Runners {
     this.byQueue.get(queue)?.wake();
   }
 
+  /** Claims for `queue` once more without counting as a wake-up (see QueueRunner.lookAgain). */
+  lookAgain(queue: string): void {
+    this.byQueue.get(queue)?.lookAgain();
+  }
+
   wakeAll(): void {
     for (const r of this.list) r.wake();
   }

@@ -22,6 +22,7 @@ import { HealthCheck } from '../maintenance/health-check.js';
 import { maintenanceServices } from '../maintenance/index.js';
 import type { Service } from '../maintenance/service.js';
 import { Listener, PollingOnly, type Notifications } from '../notify/listener.js';
+import { WakeLocks } from '../notify/wake-locks.js';
 import { Wakeups } from '../notify/wakeups.js';
 import { Events } from '../observe/events.js';
 import { logEvents } from '../observe/job-log.js';
@@ -70,6 +71,7 @@ interface Parts {
   controlled: ControlledQueues;
   runners: Runners;
   wakeups: Wakeups;
+  wakeLocks: WakeLocks;
   lease: Lease;
   healthCheck: HealthCheck;
   services: Service[];
@@ -207,6 +209,15 @@ export class Worker {
       log,
       events,
     };
+    // runners is assigned below; the locks call back into it only once the runners have started
+    let runners: Runners | undefined;
+    const wakeLocks = new WakeLocks({
+      session: () => listener.session(),
+      take: async (db, queue) => (await queries.wake_lock_take.run(db, { queue })).rows[0]!.state,
+      release: async (db, queue) => void (await queries.wake_lock_release.run(db, { queue })),
+      lookAgain: (queue) => runners?.lookAgain(queue),
+      log: log.child({ part: 'wake-locks' }),
+    });
     const slots = queueSlots(config.worker.queues, config.worker.concurrency);
     const queues = slots.map(
       (q) =>
@@ -220,10 +231,11 @@ export class Worker {
           heldRetryMs: Math.min(250, config.worker.pollMs),
           prefetch: config.worker.prefetch,
           mayPrefetch: () => !controlled.current.has(q.name),
+          wakeLock: { waiting: (found) => wakeLocks.waiting(q.name, found), looking: () => wakeLocks.looking(q.name) },
           log,
         }),
     );
-    const runners = new Runners(queues, { pool, queries, log });
+    runners = new Runners(queues, { pool, queries, log });
     const lease = new Lease({
       pool,
       queries,
@@ -268,7 +280,7 @@ export class Worker {
       queueStats: () => this.queueStats(),
       health: () => ({ health: healthCheck.latest, warnings: healthCheck.warnings }),
     });
-    return { pool, listener, completer, claimer, controlled, runners, wakeups, lease, healthCheck, services };
+    return { pool, listener, completer, claimer, controlled, runners, wakeups, wakeLocks, lease, healthCheck, services };
   }
 
   /**
@@ -377,6 +389,7 @@ export class Worker {
     for (const s of [...parts.services].reverse()) await s.stop();
     parts.wakeups.stop();
     runners.close();
+    parts.wakeLocks.stop();
     if (runners.holding === 0) {
       await deregisterWorker(parts.pool, this.queries, this.identity.id).catch((err) =>
         log.warn({ err: errorSummary(err) }, 'could not deregister; the worker row will be cleaned up by a rescuer'),
