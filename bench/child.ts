@@ -328,7 +328,7 @@ async function tps(adapter: SystemAdapter, task: Extract<ChildTask, { mode: 'tps
   try {
     await listener.query(`LISTEN ${listener.escapeIdentifier(task.listenChannel)}`);
     if (task.consumer === 'waiting-runner') await listener.query(task.waitSql);
-    else worker = await startWorker(adapter, task.url, { variant: 'sluice', concurrency: task.concurrency, onJob: () => undefined });
+    else worker = await startWorker(adapter, task.url, { variant: 'sluice', concurrency: task.concurrency, pollMs: task.pollMs, onJob: () => undefined });
     // one transaction each first: connecting and planning are not in the timing
     await Promise.all(clients.map((c) => c.query(task.sql)));
     send({ type: 'ready' });

@@ -52,6 +52,8 @@ export type ChildTask =
        */
       consumer: TpsConsumer;
       concurrency: number;
+      /** worker.pollMs of the consumer worker (set for the triggers-off run, where it hears nothing). */
+      pollMs?: number;
       waitSql: string;
     }
   | {

@@ -43,6 +43,7 @@ describe('query plans with 300,000 finished jobs', function () {
     claim_jobs: { queues: ['default', 'other'], limits: [50, 50], tasks: ['new', 'other'], workerId: 'w1' },
     claim_jobs_one_queue: { queue: 'default', limit: 50, tasks: ['new', 'other'], workerId: 'w1' },
     complete_jobs: { completions: JSON.stringify(Array.from({ length: 50 }, (_, i) => ({ ...element, id: i + 1 }))) },
+    delete_completed_jobs: { completions: JSON.stringify(Array.from({ length: 50 }, (_, i) => ({ ...element, id: i + 1 }))) },
     fail_jobs: { failures: JSON.stringify([element]) },
     release_jobs: { ids: ['1', '2'], tokens: ['1', '1'] },
     snooze_jobs: { snoozes: JSON.stringify([{ id: 1, token: 1, delay_ms: 1000 }]) },

@@ -36,10 +36,18 @@ describe('pruner', () => {
     expect(await remaining()).to.deep.equal({ new_done: 5, new_failed: 4, waiting: 1 });
   });
 
-  it('keeps a kind of job forever when its retention is 0', async () => {
+  it('keeps completed jobs forever at keepCompletedMs -1, failed ones at keepFailedMs 0', async () => {
     await seed();
-    expect(await pruner(0, 7 * day).pruneNow()).to.equal(5);
+    expect(await pruner(-1, 7 * day).pruneNow()).to.equal(5);
     expect(await remaining()).to.deep.include({ old_done: 20, new_done: 5 });
+    expect(await pruner(-1, 0).pruneNow()).to.equal(0);
+    expect(await remaining()).to.deep.include({ old_done: 20, new_done: 5, new_failed: 4 });
+  });
+
+  it('at keepCompletedMs 0 (workers delete at completion) takes every completed job left from before', async () => {
+    await seed();
+    expect(await pruner(0, 7 * day).pruneNow()).to.equal(30);
+    expect(await remaining()).to.deep.equal({ new_failed: 4, waiting: 1 });
   });
 
   it('runs one pruner at a time: two at once delete each job once', async () => {

@@ -3,7 +3,9 @@
 // queue with a cluster-wide concurrency limit equal to its slots: the limit never binds, so the
 // difference is what the exact limit costs (its claims go through claim_controlled_jobs). The
 // "sluice-prefetch" variant claims up to PREFETCH jobs ahead of free slots (worker.prefetch), as
-// graphile-worker's batched setting fetches up to 500 into its local queue.
+// graphile-worker's batched setting fetches up to 500 into its local queue. "sluice-delete" is the
+// prefetch variant deleting each job as it completes (worker.keepCompletedMs 0), as graphile-worker
+// deletes its jobs: the difference to sluice prefetch is what keeping the row costs.
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { setQueueLimits } from '../../src/admin/queues.js';
@@ -38,6 +40,12 @@ export const variants: VariantInfo[] = [
     system: 'sluice',
     label: 'sluice prefetch',
     describe: (c) => `worker.concurrency ${c}, worker.prefetch ${PREFETCH}, database.poolSize ${POOL_SIZE}`,
+  },
+  {
+    id: 'sluice-delete',
+    system: 'sluice',
+    label: 'sluice prefetch, delete',
+    describe: () => `as sluice prefetch, and worker.keepCompletedMs 0 (a completed job is deleted, as graphile-worker does)`,
   },
   {
     id: 'sluice-limited',
@@ -121,7 +129,13 @@ export const adapter: SystemAdapter = {
     const worker = new Worker({
       config: {
         database: { url, poolSize: POOL_SIZE },
-        worker: { concurrency: opts.concurrency, queues: ['default'], prefetch: opts.variant === 'sluice-prefetch' ? PREFETCH : 0 },
+        worker: {
+          concurrency: opts.concurrency,
+          queues: ['default'],
+          prefetch: opts.variant === 'sluice-prefetch' || opts.variant === 'sluice-delete' ? PREFETCH : 0,
+          ...(opts.variant === 'sluice-delete' ? { keepCompletedMs: 0 } : {}),
+          ...(opts.pollMs ? { pollMs: opts.pollMs } : {}),
+        },
         http: { enabled: false },
         log: { level: 'warn' },
       },

@@ -8,7 +8,7 @@ import type pg from 'pg';
 export type SystemName = 'sluice' | 'graphile' | 'pgboss';
 
 /** A worker configuration measured as its own column: a system can have several. */
-export type VariantId = 'sluice' | 'sluice-prefetch' | 'sluice-limited' | 'graphile' | 'graphile-batched' | 'pgboss';
+export type VariantId = 'sluice' | 'sluice-prefetch' | 'sluice-delete' | 'sluice-limited' | 'graphile' | 'graphile-batched' | 'pgboss';
 
 export interface VariantInfo {
   id: VariantId;
@@ -29,6 +29,8 @@ export interface WorkerOptions {
   concurrency: number;
   /** Called synchronously at the start of every handler call, with the job's payload. */
   onJob(payload: BenchPayload): void;
+  /** sluice only: worker.pollMs (the notify scenario's worker that hears no notifications). */
+  pollMs?: number;
 }
 
 export interface RunningWorker {

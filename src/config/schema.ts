@@ -7,7 +7,7 @@ import { checkCron, type CronEntry } from './cron.js';
 import { checkQueues, type QueueSetting } from './queues.js';
 import { parseDatabaseUrl } from '../db/target.js';
 
-function positiveInt(name: string, min: number) {
+function intAtLeast(name: string, min: number) {
   return {
     name,
     validate(value: unknown) {
@@ -19,8 +19,9 @@ function positiveInt(name: string, min: number) {
   };
 }
 
-convict.addFormat(positiveInt('int>=1', 1));
-convict.addFormat(positiveInt('int>=0', 0));
+convict.addFormat(intAtLeast('int>=1', 1));
+convict.addFormat(intAtLeast('int>=0', 0));
+convict.addFormat(intAtLeast('int>=-1', -1));
 // convict's own Boolean takes any string as true ("maybe" would switch a setting on)
 const BOOLEAN_WORDS: Record<string, boolean> = { true: true, false: false, '1': true, '0': false, yes: true, no: false, on: true, off: false };
 convict.addFormat({
@@ -214,8 +215,8 @@ export const configSchema = {
       env: 'SLUICE_RETRY_MAX_MS',
     },
     keepCompletedMs: {
-      doc: 'Completed jobs are deleted this long after they finished (0 keeps them).',
-      format: 'int>=0',
+      doc: 'Completed jobs are deleted this long after they finished. 0: deleted as they complete, in the same statement (the result is not kept); -1: kept.',
+      format: 'int>=-1',
       default: 86400000,
       env: 'SLUICE_KEEP_COMPLETED_MS',
     },

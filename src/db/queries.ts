@@ -96,6 +96,7 @@ const catalog = {
   cron_last_tick: def<{ name: string }, { tick: Date | null }>('queries/cron_last_tick.sql'),
   snooze_jobs: def<{ snoozes: string }, { id: string }>('queries/snooze_jobs.sql'),
   complete_jobs: def<{ completions: string }, { refused: string }>('queries/complete_jobs.sql'),
+  delete_completed_jobs: def<{ completions: string }, { refused: string }>('queries/delete_completed_jobs.sql'),
   fail_jobs: def<{ failures: string }, { id: string; status: 'queued' | 'failed'; run_at: Date }>('queries/fail_jobs.sql'),
   release_jobs: def<{ ids: string[]; tokens: string[] }, { id: string }>('queries/release_jobs.sql'),
   release_orphans: def<{ workerId: string; runningIds: string[]; olderThanMs: number }, { id: string }>('queries/release_orphans.sql'),

@@ -27,7 +27,7 @@ export class Pruner extends PeriodicService {
   }
 
   protected override enabled(): boolean {
-    return this.opts.keepCompletedMs > 0 || this.opts.keepFailedMs > 0;
+    return this.opts.keepCompletedMs >= 0 || this.opts.keepFailedMs > 0;
   }
 
   /** Prunes until a batch comes back short; returns how many jobs it deleted. */

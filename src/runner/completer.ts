@@ -37,11 +37,17 @@ export class Completer {
   private inFlight = 0;
   private stopped = false;
 
+  /** The statement that writes completions: keep the row (complete_jobs) or delete it (keepCompletedMs 0). */
+  readonly completeStatement: Queries['complete_jobs'];
+
   constructor(
     private readonly pool: pg.Pool,
     private readonly queries: Queries,
     private readonly log: Logger,
-  ) {}
+    opts: { deleteCompleted?: boolean } = {},
+  ) {
+    this.completeStatement = opts.deleteCompleted ? queries.delete_completed_jobs : queries.complete_jobs;
+  }
 
   /** `resultJson` is the result already serialised (undefined: no result). */
   complete(job: ClaimedJob, resultJson: string | undefined): Promise<Written> {
@@ -122,7 +128,7 @@ export class Completer {
     const snoozes = batch.filter((p) => p.kind === 'snooze');
     const array = (items: Pending[]) => `[${items.map((p) => p.json).join(',')}]`;
     const { completed, failed, snoozed } = await withClient(this.pool, async (client) => {
-      const completed = completes.length ? await this.queries.complete_jobs.run(client, { completions: array(completes) }) : undefined;
+      const completed = completes.length ? await this.completeStatement.run(client, { completions: array(completes) }) : undefined;
       const failed = fails.length ? await this.queries.fail_jobs.run(client, { failures: array(fails) }) : undefined;
       const snoozed = snoozes.length ? await this.queries.snooze_jobs.run(client, { snoozes: array(snoozes) }) : undefined;
       return { completed, failed, snoozed };
@@ -139,14 +145,14 @@ export class Completer {
   }
 }
 
-/** Completes one job inside the caller's transaction (transactional completion). */
+/** Completes one job inside the caller's transaction (transactional completion), with the completer's statement. */
 export async function completeInTransaction(
   client: pg.PoolClient,
-  queries: Queries,
+  completer: Completer,
   job: ClaimedJob,
   resultJson: string | undefined,
 ): Promise<boolean> {
-  const res = await queries.complete_jobs.run(client, { completions: `[${completion(job, resultJson)}]` });
+  const res = await completer.completeStatement.run(client, { completions: `[${completion(job, resultJson)}]` });
   return res.rows.length === 0;
 }
 

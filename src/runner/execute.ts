@@ -110,7 +110,7 @@ class HandlerContext implements JobContext {
     const { job } = this.running;
     return transaction(this.deps.pool, async (client) => {
       const result = await fn(client);
-      if (!(await completeInTransaction(client, this.deps.queries, job, serializeResult(result)))) {
+      if (!(await completeInTransaction(client, this.deps.completer, job, serializeResult(result)))) {
         this.deps.events.emit({ type: 'job.fenced', job, outcome: 'completed-in-transaction' });
         throw new JobAbortedError('lost', `job ${job.id} is no longer held by this worker (cancelled or rescued); its transaction was rolled back`);
       }

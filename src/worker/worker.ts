@@ -185,7 +185,7 @@ export class Worker {
   private compose(pool: pg.Pool, tasks: Awaited<ReturnType<typeof loadTasks>>): Parts {
     const { config, log, queries, identity, events } = this;
     const listener = this.notifications(pool);
-    const completer = new Completer(pool, queries, log);
+    const completer = new Completer(pool, queries, log, { deleteCompleted: config.worker.keepCompletedMs === 0 });
     const controlled = new ControlledQueues({ pool, queries, log });
     const claimer = new Claimer({
       claim: async (demands) => {
