@@ -76,6 +76,8 @@ interface Options {
   chunk: number;
   concurrency: number[];
   only: SystemName[];
+  /** --variants: the variant ids to keep (undefined: every variant of the systems in `only`). */
+  variants?: string[];
   scenarios: Scenario[];
   finishedRows: number;
   latencyRate: number;
@@ -104,6 +106,8 @@ Starts a throwaway PostgreSQL and measures sluice, graphile-worker and pg-boss o
   --jobs N                jobs per enqueue and work-off run (default 20000)
   --concurrency A,B       work-off concurrencies (default 10,50)
   --only LIST             systems to run: sluice,graphile,pgboss (default all)
+  --variants LIST         only these configurations of them, e.g. sluice-delete,graphile-batched
+                          (default all; ids in the JSON's "variants")
   --scenarios LIST        enqueue,workoff,latency (default all)
   --latency-rate N        jobs/s enqueued one at a time in the latency probe (default 50)
   --latency-seconds N     length of each latency probe (default 4)
@@ -151,6 +155,7 @@ function parseOptions(argv: string[]): Options {
       jobs: { type: 'string' },
       concurrency: { type: 'string' },
       only: { type: 'string' },
+      variants: { type: 'string' },
       scenarios: { type: 'string' },
       'finished-rows': { type: 'string' },
       'latency-rate': { type: 'string' },
@@ -253,6 +258,7 @@ function parseOptions(argv: string[]): Options {
     chunk: Math.min(10_000, jobs),
     concurrency,
     only: SYSTEMS.filter((s) => only.includes(s)),
+    variants: values.variants?.split(',').map((s) => s.trim()),
     scenarios: SCENARIOS.filter((s) => scenarios.includes(s)),
     finishedRows: int('finished-rows', values['finished-rows'], 0, 0),
     latencyRate: int('latency-rate', values['latency-rate'], 50),
@@ -550,9 +556,10 @@ function summarize(env: Env): SummaryRow[] {
       values[v.id] = combine === 'median' ? median(xs) : max(xs);
     }
     const ratios: SummaryRow['ratios'] = {};
-    const base = values.sluice;
+    const baseVariant = ratioBase(env);
+    const base = baseVariant && values[baseVariant.id];
     for (const v of env.variants) {
-      if (v.id === 'sluice') continue;
+      if (v === baseVariant) continue;
       const peer = values[v.id];
       ratios[v.id] = base !== undefined && base !== null && peer !== undefined && peer !== null && peer !== 0 ? base / peer : null;
     }
@@ -601,13 +608,18 @@ function summarize(env: Env): SummaryRow[] {
   return rows;
 }
 
+/** The variant every ratio divides: sluice's default one, or the first sluice variant kept by --variants. */
+function ratioBase(env: Env): VariantInfo | undefined {
+  return env.variants.find((v) => v.system === 'sluice');
+}
+
 function renderSummary(env: Env, rows: SummaryRow[]): string {
-  const peers = env.variants.filter((v) => v.id !== 'sluice');
-  const hasSluice = env.variants.some((v) => v.id === 'sluice');
+  const base = ratioBase(env);
+  const peers = env.variants.filter((v) => v !== base);
   const header = [
     'metric',
     ...env.variants.map((v) => v.label),
-    ...(hasSluice ? peers.map((v) => `sluice ÷ ${v.label}`) : []),
+    ...(base ? peers.map((v) => `${base.label} ÷ ${v.label}`) : []),
   ];
   const body = rows.map((r) => {
     const digits = r.unit === 'ms' ? 1 : 0;
@@ -615,7 +627,7 @@ function renderSummary(env: Env, rows: SummaryRow[]): string {
     return [
       `${r.metric}, ${r.unit} ${arrow}`,
       ...env.variants.map((v) => fmt(r.values[v.id], digits)),
-      ...(hasSluice ? peers.map((v) => (r.ratios[v.id] == null ? '–' : `${fmt(r.ratios[v.id], 2)}×`)) : []),
+      ...(base ? peers.map((v) => (r.ratios[v.id] == null ? '–' : `${fmt(r.ratios[v.id], 2)}×`)) : []),
     ];
   });
   return markdownTable(header, body);
@@ -705,8 +717,10 @@ async function main(): Promise<void> {
   const variants: VariantInfo[] = [];
   for (const s of systems) {
     adapters.set(s, await loadAdapter(s));
-    variants.push(...(await loadVariants(s)));
+    variants.push(...(await loadVariants(s)).filter((v) => !opts.variants || opts.variants.includes(v.id)));
   }
+  const unknown = opts.variants?.filter((id) => !variants.some((v) => v.id === id)) ?? [];
+  if (unknown.length) throw new Error(`--variants: unknown ${unknown.join(', ')} for --only ${opts.only.join(',')} (known: ${(await Promise.all(systems.map(loadVariants))).flat().map((v) => v.id).join(', ')})`);
 
   const loadAtStart = os.loadavg();
   if (loadAtStart[0]! > os.cpus().length * 0.5) {
