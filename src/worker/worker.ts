@@ -227,7 +227,9 @@ export class Worker {
           claimer,
           execute: (running) => executeJob(running, execute),
           backlog: () => completer.backlog,
-          maxBacklog: identity.concurrency,
+          // one claim's worth of outcomes may wait: a completion batch then carries as many jobs as a
+          // claim does, instead of each slot waiting for its own small batch to commit
+          maxBacklog: identity.concurrency + config.worker.prefetch,
           heldRetryMs: Math.min(250, config.worker.pollMs),
           prefetch: config.worker.prefetch,
           mayPrefetch: () => !controlled.current.has(q.name),
