@@ -6,7 +6,8 @@ WITH d AS (
 ), deleted AS (
   DELETE FROM :"schema".jobs j
   USING d
-  WHERE j.id = d.id AND j.lock_token = d.token AND j.status = 'running'
+  -- by id through the primary key, as in complete_jobs
+  WHERE j.id = ANY (ARRAY(SELECT id FROM d)) AND j.id = d.id AND j.lock_token = d.token AND (j.status = 'running') IS TRUE
   RETURNING j.id
 )
 SELECT d.id AS refused FROM d WHERE d.id NOT IN (SELECT id FROM deleted)
