@@ -144,8 +144,9 @@ describe('query plans with 300,000 finished jobs', function () {
     const touching = Object.entries(q)
       // the statements a worker runs all the time (sql/queries), not the operator's (sql/admin)
       .filter(([name]) => queryFile(name as QueryName).startsWith('queries/'))
-      // a name inside a string literal ('"sluice".jobs'::regclass) reads no rows; VACUUM reads none either
-      .filter(([, query]) => /(?<!')(?<!VACUUM (?:\([A-Z_, ]+\) )?)"sluice"\.jobs\b/.test(query.text))
+      // a name inside a string literal ('"sluice".jobs'::regclass) reads no rows; VACUUM and ANALYZE
+      // read the table as maintenance, not through a plan
+      .filter(([, query]) => /(?<!')(?<!(?:VACUUM|ANALYZE) (?:\([A-Z_, ]+\) )?)"sluice"\.jobs\b/.test(query.text))
       .map(([name]) => name)
       .sort();
     // claim_controlled_jobs reads the table inside a function: its scans are counted above

@@ -233,7 +233,7 @@ export const configSchema = {
       env: 'SLUICE_PRUNE_EVERY_MS',
     },
     vacuumDeadRows: {
-      doc: 'Vacuum the jobs table (one worker at a time, checked every 5 s) once it holds more dead row versions than this, instead of waiting for autovacuum: dead versions slow claiming down. Needs the table owner role; 0 leaves it to autovacuum.',
+      doc: 'Vacuum the jobs table (one worker at a time, checked every 5 s) once it holds more dead row versions than this, instead of waiting for autovacuum: dead versions slow claiming down. The same check analyzes the table once it has grown to twice the size its statistics knew, so that statements prepared while it was nearly empty are re-planned (whatever this setting). Needs the table owner role; 0 leaves vacuuming to autovacuum.',
       format: 'int>=0',
       default: 100000,
       env: 'SLUICE_VACUUM_DEAD_ROWS',

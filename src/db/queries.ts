@@ -116,7 +116,7 @@ const catalog = {
   prune_lock: def<Record<string, never>, { got: boolean }>('queries/prune_lock.sql'),
   prune_cron_ticks: def<{ keepMs: number }>('queries/prune_cron_ticks.sql'),
   prune_jobs: def<{ keepCompletedMs: number; keepFailedMs: number; batchSize: number }>('queries/prune_jobs.sql'),
-  dead_rows: def<Record<string, never>, { dead: string; may_vacuum: boolean }>('queries/dead_rows.sql'),
+  jobs_upkeep: def<Record<string, never>, { dead: string; recorded_pages: number; pages: number; may_vacuum: boolean }>('queries/jobs_upkeep.sql'),
   // database health, read by the worker's health check (every few seconds), `sluice status` and
   // the dashboard through readHealth, which loads its own statements: unnamed, so that they work
   // behind a transaction pooler too
@@ -138,6 +138,7 @@ const catalog = {
   vacuum_reset_timeout: def('queries/vacuum_reset_timeout.sql', rare),
   vacuum_jobs: def('queries/vacuum_jobs.sql', rare),
   vacuum_jobs_skip_locked: def('queries/vacuum_jobs_skip_locked.sql', rare),
+  analyze_jobs: def('queries/analyze_jobs.sql', rare),
   cancel_backend: def<{ pid: number }>('queries/cancel_backend.sql', rare),
   // enqueueing runs on the caller's connections, which may sit behind any pooler: never prepared
   add_job: def<
