@@ -102,6 +102,31 @@ describe('coalesced notifications: no job waits for the poll', function () {
     });
   }
 
+  it('a job committed long after it was due, past the claim window, while the runner was busy: found once the lock is had', async () => {
+    const first = gate();
+    await startWorker(url, { block: () => first.wait, quick: async () => 'ok' }, { worker: { concurrency: 1, pollMs: TEN_MINUTES, claimWindowMs: 200 } });
+    await waitFor('the idle runner to hold the wake lock', async () => (await holders('default')) === 1);
+    const blocker = await addJob(pool, { task: 'block' });
+    await waitFor('the blocking job to run', async () => (await statusOf(blocker)) === 'running');
+    const producer = await pool.connect();
+    try {
+      await producer.query('BEGIN');
+      // due at the transaction's start: outside the window of every claim after the next 200 ms
+      const late = (await producer.query("SELECT sluice.add_job('quick') AS id")).rows[0].id as string;
+      await waitFor(
+        'the job to be due for five windows',
+        async () => (await producer.query("SELECT clock_timestamp() - now() > interval '1 second' AS past")).rows[0].past as boolean,
+      );
+      first.open();
+      await waitFor('the blocker to finish', async () => (await statusOf(blocker)) === 'completed');
+      await producer.query('COMMIT');
+      await waitFor('the late job', async () => (await statusOf(late)) === 'completed');
+    } finally {
+      await producer.query('ROLLBACK');
+      producer.release();
+    }
+  });
+
   it('a rolled-back insert does not keep the runner from waiting', async () => {
     await start({ quick: async () => 'ok' }, 2);
     await waitFor('the idle runner to hold the wake lock', async () => (await holders('default')) === 1);

@@ -148,7 +148,7 @@ describe('enqueueing', () => {
     const q = loadQueries('sluice');
     const [a, b, c, d] = await addJobs(pool, ['a', 'b', 'c', 'd'].map((task) => ({ task, queue: 'cycle' })));
     const claim = async () =>
-      (await q.claim_jobs.run(pool, { queues: ['cycle'], limits: [10], tasks: ['a', 'b', 'c', 'd'], workerId: 'w1' })).rows.map((r) => ({ id: String(r.id), token: String(r.lock_token) }));
+      (await q.claim_jobs.run(pool, { queues: ['cycle'], limits: [10], windowsMs: [0], tasks: ['a', 'b', 'c', 'd'], workerId: 'w1' })).rows.map((r) => ({ id: String(r.id), token: String(r.lock_token) }));
     let claimed: { id: string; token: string }[] = [];
     expect(await notificationsOf(async () => (claimed = await claim()))).to.deep.equal([]);
     const token = (id: string) => claimed.find((j) => j.id === id)!.token;

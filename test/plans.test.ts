@@ -50,8 +50,8 @@ describe('query plans with 300,000 finished jobs', function () {
 
   const element = { id: 1, token: 1, result: null, error: 'x', retry: true, delay_ms: 10 };
   const params: Partial<Record<QueryName, object>> = {
-    claim_jobs: { queues: ['default', 'other'], limits: [50, 50], tasks: ['new', 'other'], workerId: 'w1' },
-    claim_jobs_one_queue: { queue: 'default', limit: 50, tasks: ['new', 'other'], workerId: 'w1' },
+    claim_jobs: { queues: ['default', 'other'], limits: [50, 50], windowsMs: [0, 10_000], tasks: ['new', 'other'], workerId: 'w1' },
+    claim_jobs_one_queue: { queue: 'default', limit: 50, windowMs: 10_000, tasks: ['new', 'other'], workerId: 'w1' },
     complete_jobs: { completions: JSON.stringify(Array.from({ length: 50 }, (_, i) => ({ ...element, id: i + 1 }))) },
     delete_completed_jobs: { completions: JSON.stringify(Array.from({ length: 50 }, (_, i) => ({ ...element, id: i + 1 }))) },
     fail_jobs: { failures: JSON.stringify([element]) },
@@ -217,8 +217,8 @@ describe('claiming past queued jobs of tasks the worker does not handle', () => 
   it('reads only the handled task\'s head of the queue, in one and in several queues', async () => {
     const q = loadQueries('sluice');
     for (const statement of [
-      q.claim_jobs_one_queue.config({ queue: 'default', limit: 5, tasks: ['mine'], workerId: 'w1' }),
-      q.claim_jobs.config({ queues: ['default', 'other'], limits: [5, 5], tasks: ['mine'], workerId: 'w1' }),
+      q.claim_jobs_one_queue.config({ queue: 'default', limit: 5, windowMs: 0, tasks: ['mine'], workerId: 'w1' }),
+      q.claim_jobs.config({ queues: ['default', 'other'], limits: [5, 5], windowsMs: [0, 0], tasks: ['mine'], workerId: 'w1' }),
     ]) {
       const scans = await claimScans(statement);
       const reads = scans.filter((s) => s.type !== 'Index Scan' || s.rows > 0);
@@ -228,6 +228,96 @@ describe('claiming past queued jobs of tasks the worker does not handle', () => 
     }
     const claimed = (await claimJobs(pool, q, [{ queue: 'default', limit: 10 }], ['mine'], 'w1', new Set())).jobs;
     expect(claimed.map((j) => j.task)).to.deep.equal(['mine', 'mine', 'mine', 'mine', 'mine']);
+  });
+});
+
+// A held xmin keeps the dead entry of every job claimed since it began at the head of the runnable
+// index. A claim with a window (worker.claimWindowMs) starts at the window's edge instead.
+describe('claim window', () => {
+  let url: string;
+  let pool: pg.Pool;
+  const q = loadQueries('sluice');
+  before(async () => {
+    url = await createTestDatabase();
+    pool = await migrated(url, 2);
+  });
+  after(() => pool.end());
+  afterEach(() => pool.query('TRUNCATE sluice.jobs'));
+
+  interface BufferNode {
+    'Index Name'?: string;
+    'Shared Hit Blocks': number;
+    'Shared Read Blocks': number;
+    Plans?: BufferNode[];
+  }
+  /** The buffers the claim's scans of the runnable index read, and the tasks it claimed, in a transaction rolled back. */
+  async function tryClaim(statement: { text: string; values?: unknown[] }): Promise<{ buffers: number; tasks: string[] }> {
+    const c = await pool.connect();
+    try {
+      await c.query('BEGIN');
+      const res = await c.query({ text: `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${statement.text}`, values: statement.values });
+      let buffers = 0;
+      const walk = (n: BufferNode) => {
+        if (n['Index Name'] === 'jobs_runnable_task_idx') buffers += n['Shared Hit Blocks'] + n['Shared Read Blocks'];
+        n.Plans?.forEach(walk);
+      };
+      walk(res.rows[0]['QUERY PLAN'][0].Plan);
+      const claimed = await c.query("SELECT task FROM sluice.jobs WHERE status = 'running'");
+      await c.query('ROLLBACK');
+      return { buffers, tasks: claimed.rows.map((r) => r.task as string) };
+    } finally {
+      c.release();
+    }
+  }
+  const claims = (windowMs: number) => [
+    q.claim_jobs_one_queue.config({ queue: 'default', limit: 20, windowMs, tasks: ['t'], workerId: 'w1' }),
+    q.claim_jobs.config({ queues: ['default', 'other'], limits: [20, 20], windowsMs: [windowMs, windowMs], tasks: ['t'], workerId: 'w1' }),
+  ];
+
+  it('leaves out only priority-0 jobs due before the window; a full claim takes them first', async () => {
+    await pool.query(`INSERT INTO sluice.jobs (task, priority, run_at, payload) VALUES
+      ('t', 0, now() - interval '1 hour', '{"n": "old"}'), ('t', 3, now() - interval '1 hour', '{"n": "old, priority 3"}'),
+      ('t', 0, now(), '{"n": "new"}')`);
+    for (const [windowMs, expected] of [
+      [10_000, ['new', 'old, priority 3']],
+      [0, ['old', 'new', 'old, priority 3']],
+    ] as const) {
+      for (const statement of claims(windowMs)) {
+        const c = await pool.connect();
+        try {
+          await c.query('BEGIN');
+          const rows = (await c.query(statement)).rows as { payload: { n: string }; priority: number; run_at_ms: number }[];
+          await c.query('ROLLBACK');
+          const order = [...rows].sort((a, b) => a.priority - b.priority || a.run_at_ms - b.run_at_ms).map((r) => r.payload.n);
+          expect(order, `window ${windowMs} ms`).to.deep.equal(expected);
+        } finally {
+          c.release();
+        }
+      }
+    }
+  });
+
+  it('under a held xmin, starts at the window instead of reading the dead entries of every job claimed', async function () {
+    this.timeout(120_000);
+    await pool.query("INSERT INTO sluice.jobs (task, run_at) SELECT 't', now() - make_interval(secs => 120 - g / 1000.0) FROM generate_series(1, 30000) g");
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      await holder.query('SELECT txid_current()');
+      // claimed and finished while the xmin is held: 30,000 dead entries at the head of the index
+      await pool.query("UPDATE sluice.jobs SET status = 'completed' WHERE status = 'queued'");
+      await pool.query("INSERT INTO sluice.jobs (task) SELECT 't' FROM generate_series(1, 20)");
+      for (const [full, windowed] of claims(0).map((f, i) => [f, claims(10_000)[i]!] as const)) {
+        const a = await tryClaim(full);
+        const b = await tryClaim(windowed);
+        expect(a.tasks, 'full claim').to.have.length(20);
+        expect(b.tasks, 'claim with a window').to.have.length(20);
+        expect(b.buffers, `buffers with a window (${b.buffers}) against without (${a.buffers})`).to.be.below(a.buffers / 10);
+      }
+    } finally {
+      await holder.end();
+    }
   });
 });
 

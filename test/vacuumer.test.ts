@@ -78,7 +78,7 @@ describe('vacuumer', () => {
     await pool.query('VACUUM ANALYZE sluice.jobs');
     const q = loadQueries('sluice');
     const completion = q.complete_jobs.config({ completions: JSON.stringify([{ id: 1, token: 1, result: null }]) });
-    const claim = q.claim_jobs_one_queue.config({ queue: 'default', limit: 10, tasks: ['grow'], workerId: 'w1' });
+    const claim = q.claim_jobs_one_queue.config({ queue: 'default', limit: 10, windowMs: 0, tasks: ['grow'], workerId: 'w1' });
     const session = await pool.connect();
     /** The scan types by which the prepared statement's current plan reads sluice.jobs. */
     const scans = async (name: string, values: unknown[]): Promise<string[]> => {

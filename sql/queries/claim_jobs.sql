@@ -5,14 +5,21 @@
 -- would sort every queued row instead, and queued jobs of other tasks are never walked.
 -- A queue with limits or a pause is claimed only by claim_controlled_jobs, even when this worker
 -- has not heard of its settings yet: such a queue gets nothing here (one primary-key probe).
+-- :windows_ms[i] > 0: of priority-0 jobs only those due in the last that many milliseconds.
 WITH next AS (
   SELECT c.id
-  FROM unnest(:queues::text[], :limits::int[]) AS q(name, lim)
+  FROM unnest(:queues::text[], :limits::int[], :windows_ms::float8[]) AS q(name, lim, window_ms)
   CROSS JOIN LATERAL (
     SELECT x.id FROM unnest(:tasks::text[]) AS t(name)
     CROSS JOIN LATERAL (
       SELECT id, priority, run_at FROM :"schema".jobs
       WHERE status = 'queued' AND queue = q.name AND task = t.name AND run_at <= now()
+        -- the window (priority is 0 or more): jobs of priority 0, the default, due before it are
+        -- left out. The scan then starts at the window's edge instead of at the head of the
+        -- index, which a held xmin fills with the dead entries of every job claimed since it
+        -- began (claiming 50 jobs behind 120,000 of them: 2,625 buffers and 77 ms without, 55 and
+        -- 0.5 ms with a window of 10 s). Jobs of other priorities are all seen.
+        AND (priority, run_at) >= (0, CASE WHEN q.window_ms > 0 THEN now() - make_interval(secs => q.window_ms / 1000) ELSE '-infinity' END)
       ORDER BY priority, run_at, id
       LIMIT q.lim
       FOR UPDATE SKIP LOCKED

@@ -3,13 +3,15 @@
 -- of queues, is re-planned by PostgreSQL at every call, while this one gets a generic plan; an
 -- idle worker's claim round trip went from about 0.95 to 0.7 ms.
 -- Only jobs of the worker's :tasks: one index scan per task on (queue, task, priority, run_at).
--- Same order, locking and guard against controlled queues as claim_jobs.
+-- Same order, locking, window and guard against controlled queues as claim_jobs (:window_ms
+-- for the one queue).
 WITH next AS (
   SELECT c.id
   FROM unnest(:tasks::text[]) AS t(name)
   CROSS JOIN LATERAL (
     SELECT id, priority, run_at FROM :"schema".jobs
     WHERE status = 'queued' AND queue = :queue AND task = t.name AND run_at <= now()
+      AND (priority, run_at) >= (0, CASE WHEN :window_ms::float8 > 0 THEN now() - make_interval(secs => :window_ms::float8 / 1000) ELSE '-infinity' END)
     ORDER BY priority, run_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED

@@ -81,8 +81,8 @@ function def<P extends object = Record<string, never>, R extends object = Record
 // statements run rarely, unnamed.
 const rare = { prepared: false } as const;
 const catalog = {
-  claim_jobs: def<{ queues: string[]; limits: number[]; tasks: string[]; workerId: string }, ClaimRow>('queries/claim_jobs.sql'),
-  claim_jobs_one_queue: def<{ queue: string; limit: number; tasks: string[]; workerId: string }, ClaimRow>('queries/claim_jobs_one_queue.sql', {
+  claim_jobs: def<{ queues: string[]; limits: number[]; windowsMs: number[]; tasks: string[]; workerId: string }, ClaimRow>('queries/claim_jobs.sql'),
+  claim_jobs_one_queue: def<{ queue: string; limit: number; windowMs: number; tasks: string[]; workerId: string }, ClaimRow>('queries/claim_jobs_one_queue.sql', {
     literals: ['limit'],
   }),
   claim_controlled_jobs: def<{ queues: string[]; limits: number[]; tasks: string[]; workerId: string }, ControlledClaimRow>(

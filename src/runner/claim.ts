@@ -21,10 +21,11 @@ export interface ClaimedJob {
   traceparent?: string | null;
 }
 
-/** Up to `limit` jobs of `queue`. */
+/** Up to `limit` jobs of `queue`; with `windowMs` > 0 only jobs due in the last that many ms. */
 export interface ClaimDemand {
   queue: string;
   limit: number;
+  windowMs?: number;
 }
 
 /**
@@ -61,8 +62,14 @@ export async function claimJobs(
   const statement = !plain.length
     ? undefined
     : one && one.limit <= MAX_LITERAL_LIMIT
-      ? queries.claim_jobs_one_queue.config({ queue: one.queue, limit: one.limit, tasks, workerId })
-      : queries.claim_jobs.config({ queues: plain.map((d) => d.queue), limits: plain.map((d) => d.limit), tasks, workerId });
+      ? queries.claim_jobs_one_queue.config({ queue: one.queue, limit: one.limit, windowMs: one.windowMs ?? 0, tasks, workerId })
+      : queries.claim_jobs.config({
+          queues: plain.map((d) => d.queue),
+          limits: plain.map((d) => d.limit),
+          windowsMs: plain.map((d) => d.windowMs ?? 0),
+          tasks,
+          workerId,
+        });
   const { rows, controlledRows } = await withClient(pool, async (client) => ({
     rows: statement ? (await client.query<ClaimRow>(statement)).rows : [],
     controlledRows: limited.length

@@ -11,10 +11,14 @@ import type { ClaimDemand, ClaimedJob, ClaimResult } from './claim.js';
 
 const CLAIM_RETRY = { baseMs: 100, maxMs: 10_000, jitter: 'full' } as const;
 
-/** What a claim asked one runner's queue for: `want` slots, at wake-up generation `generation`. */
+/**
+ * What a claim asked one runner's queue for: `want` slots, at wake-up generation `generation`;
+ * with `windowMs` only jobs due in the last that many ms (QueueRunner says when that is enough).
+ */
 export interface Ask {
   want: number;
   generation: number;
+  windowMs?: number;
 }
 
 export interface ClaimTarget {
@@ -97,7 +101,7 @@ export class Claimer {
     if (!asks.length) return;
     this.claiming = true;
     try {
-      const { jobs, heldBack } = await this.opts.claim(asks.map(([t, a]) => ({ queue: t.queue, limit: a.want })));
+      const { jobs, heldBack } = await this.opts.claim(asks.map(([t, a]) => ({ queue: t.queue, limit: a.want, ...(a.windowMs ? { windowMs: a.windowMs } : {}) })));
       this.failures = 0;
       for (const [target, ask] of asks) {
         const retryMs = heldBack.get(target.queue);

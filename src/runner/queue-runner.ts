@@ -13,6 +13,12 @@
 // under the worker's lease and fencing, like running jobs) but not started, each handed to mergeMap
 // only when a slot frees, so mergeMap still never buffers. Fewer, larger claims; the prefetched
 // jobs are released at shutdown. Never for a queue with limits: they would count as running.
+// With `claimWindowMs`, a runner that has caught up leaves out of its claims the priority-0 jobs
+// due before that window: a claim then starts at the window's edge of the index, not at its head,
+// where a held xmin keeps the dead entry of every job claimed since it began. A wake-up, the wake
+// lock had (lookAgain(true)), a full claim that came back full (a backlog, maybe older than the
+// window), or a window's time since the last full claim make the next claim full again; so a job
+// committed long after it was due waits at most one window while the runner is busy.
 import { Subject, Subscription, from, mergeMap } from 'rxjs';
 import { errorSummary } from '../db/errors.js';
 import type { AbortCause } from '../errors.js';
@@ -37,6 +43,8 @@ export interface QueueRunnerOptions {
   prefetch?: number;
   /** False while the queue has limits or a pause: then nothing is claimed ahead. */
   mayPrefetch?: () => boolean;
+  /** Claims after the runner caught up take only jobs due in the last this many ms (0: every claim is full). */
+  claimWindowMs?: number;
   /** Told when the runner starts to wait for a wake-up and when it looks by itself again (the queue's wake lock). */
   wakeLock?: { waiting(found: boolean): void; looking(): void };
   log: Logger;
@@ -68,6 +76,12 @@ export class QueueRunner implements ClaimTarget {
   /** Outcomes of this runner's jobs written so far, and that count when the last claim was asked for. */
   private outcomesWritten = 0;
   private outcomesWrittenAtAsk = 0;
+  /** The next claim must be full: woken, or the last full claim came back full. */
+  private fullClaimDue = true;
+  private lastFullClaimAt = Number.NEGATIVE_INFINITY;
+  /** wake() calls so far, and their count when the full claim under way was asked for. */
+  private wakes = 0;
+  private wakesAtFullClaim = 0;
   private readonly clock: Clock;
 
   constructor(private readonly opts: QueueRunnerOptions) {
@@ -85,12 +99,21 @@ export class QueueRunner implements ClaimTarget {
 
   /** Something may be runnable in this queue: claim for the free slots. */
   wake(): void {
+    this.wakes++;
+    this.fullClaimDue = true;
     this.opts.wakeLock?.looking();
     this.lookAgain();
   }
 
-  /** Claim for the free slots, still waiting to be woken (the wake lock was just taken). */
-  lookAgain(): void {
+  /**
+   * Claim for the free slots, still waiting to be woken (the wake lock was just taken, or producers
+   * held it); `whole`: the whole queue, not only the claim window.
+   */
+  lookAgain(whole = false): void {
+    if (whole) {
+      this.wakes++;
+      this.fullClaimDue = true;
+    }
     this.wakeGeneration++;
     this.opts.claimer.request();
   }
@@ -103,10 +126,17 @@ export class QueueRunner implements ClaimTarget {
     const want = this.free + ahead - this.prefetched.length;
     if (!short || want <= 0) return undefined;
     this.outcomesWrittenAtAsk = this.outcomesWritten;
+    const windowMs = this.opts.claimWindowMs ?? 0;
+    const now = this.clock.now();
+    if (windowMs > 0 && !this.fullClaimDue && now - this.lastFullClaimAt < windowMs) return { want, generation: this.wakeGeneration, windowMs };
+    this.lastFullClaimAt = now;
+    this.wakesAtFullClaim = this.wakes;
     return { want, generation: this.wakeGeneration };
   }
 
   deliver(jobs: ClaimedJob[], ask: Ask, heldBack?: { retryMs: number | null }): void {
+    // a wake-up during the claim may be about a job its snapshot did not see
+    if (ask.windowMs === undefined) this.fullClaimDue = jobs.length >= ask.want || this.wakes !== this.wakesAtFullClaim;
     // a concurrency limit counted jobs whose outcomes were written meanwhile: ask again at once
     if (heldBack && heldBack.retryMs === null && this.outcomesWritten !== this.outcomesWrittenAtAsk) this.opts.claimer.requestSoon();
     else if (heldBack) this.holdBack(heldBack.retryMs);

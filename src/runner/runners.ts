@@ -29,8 +29,8 @@ export class Runners {
   }
 
   /** Claims for `queue` once more without counting as a wake-up (see QueueRunner.lookAgain). */
-  lookAgain(queue: string): void {
-    this.byQueue.get(queue)?.lookAgain();
+  lookAgain(queue: string, whole = false): void {
+    this.byQueue.get(queue)?.lookAgain(whole);
   }
 
   wakeAll(): void {

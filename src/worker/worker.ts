@@ -215,7 +215,7 @@ export class Worker {
       session: () => listener.session(),
       take: async (db, queue) => (await queries.wake_lock_take.run(db, { queue })).rows[0]!.state,
       release: async (db, queue) => void (await queries.wake_lock_release.run(db, { queue })),
-      lookAgain: (queue) => runners?.lookAgain(queue),
+      lookAgain: (queue, whole) => runners?.lookAgain(queue, whole),
       log: log.child({ part: 'wake-locks' }),
     });
     const slots = queueSlots(config.worker.queues, config.worker.concurrency);
@@ -232,6 +232,7 @@ export class Worker {
           maxBacklog: identity.concurrency + config.worker.prefetch,
           heldRetryMs: Math.min(250, config.worker.pollMs),
           prefetch: config.worker.prefetch,
+          claimWindowMs: config.worker.claimWindowMs,
           mayPrefetch: () => !controlled.current.has(q.name),
           wakeLock: { waiting: (found) => wakeLocks.waiting(q.name, found), looking: () => wakeLocks.looking(q.name) },
           log,

@@ -43,7 +43,7 @@ function runner(
   queue: string,
   concurrency: number,
   execute: (r: RunningJob) => Promise<unknown>,
-  opts: { clock?: FakeClock; written?: () => Promise<void> } = {},
+  opts: { clock?: FakeClock; written?: () => Promise<void>; claimWindowMs?: number } = {},
 ) {
   return new QueueRunner({
     queue,
@@ -56,6 +56,7 @@ function runner(
     backlog: () => 0,
     maxBacklog: concurrency,
     heldRetryMs: 250,
+    claimWindowMs: opts.claimWindowMs,
     log: silentLogger(),
     clock: opts.clock,
   });
@@ -153,6 +154,75 @@ describe('queue runner and claimer', () => {
     expect(s.calls.length, 'no claim without a wake-up').to.equal(calls);
     r.wake();
     await waitFor('the second job to run', () => done === 2, 5000, 1);
+  });
+
+  describe('claim window', () => {
+    /** The window of each claim made so far for queue a: undefined for a full claim. */
+    const windows = (s: ReturnType<typeof store>) => s.calls.map((c) => c.find((d) => d.queue === 'a')!.windowMs);
+
+    it('once a full claim finds the queue caught up, claims only the window until a wake-up or a window has passed', async () => {
+      const clock = new FakeClock();
+      const s = store();
+      const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger(), clock });
+      let done = 0;
+      const r = runner(claimer, 'a', 2, async () => void done++, { clock, claimWindowMs: 1000 });
+      s.add('a', 3);
+      r.start();
+      await waitFor('the backlog to run', () => done === 3, 5000, 1);
+      // full while claims came back full (a backlog, maybe older than any window), until one came back short
+      expect(windows(s).length).to.be.at.least(2);
+      expect(new Set(windows(s))).to.deep.equal(new Set([undefined]));
+      /** One more claim, asked for the way the wake lock asks (not a wake-up); its window. */
+      const next = async (how: () => void = () => r.lookAgain()) => {
+        const n = s.calls.length;
+        how();
+        await waitFor('a claim', () => s.calls.length === n + 1, 5000, 1);
+        return windows(s)[n];
+      };
+      expect(await next(), 'caught up: the window only').to.equal(1000);
+      clock.advance(999);
+      expect(await next()).to.equal(1000);
+      clock.advance(1);
+      expect(await next(), 'a window after the last full claim').to.equal(undefined);
+      expect(await next()).to.equal(1000);
+      // a notification, the poll or a due time: the job may be anywhere in the queue
+      expect(await next(() => r.wake()), 'woken').to.equal(undefined);
+      expect(await next()).to.equal(1000);
+      // the wake lock just had: every producer before it has ended, one may have committed late
+      expect(await next(() => r.lookAgain(true)), 'the whole queue').to.equal(undefined);
+      expect(await next()).to.equal(1000);
+      r.close();
+    });
+
+    it('a wake-up during a full claim makes the next claim full too', async () => {
+      const s = store();
+      const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger() });
+      const r = runner(claimer, 'a', 2, async () => undefined, { claimWindowMs: 60_000 });
+      r.start();
+      // the first claim is under way (its snapshot may predate the job the wake-up is about)
+      r.wake();
+      await waitFor('the claim the wake-up asked for', () => s.calls.length === 2, 5000, 1);
+      expect(windows(s)).to.deep.equal([undefined, undefined]);
+      r.lookAgain();
+      await waitFor('a claim', () => s.calls.length === 3, 5000, 1);
+      expect(windows(s)[2]).to.equal(60_000);
+      r.close();
+    });
+
+    it('every claim is full with claimWindowMs 0', async () => {
+      const s = store();
+      const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger() });
+      const r = runner(claimer, 'a', 2, async () => undefined, { claimWindowMs: 0 });
+      r.start();
+      await waitFor('a claim', () => s.calls.length === 1, 5000, 1);
+      for (let i = 0; i < 3; i++) {
+        await turn();
+        r.lookAgain();
+        await waitFor('a claim', () => s.calls.length === i + 2, 5000, 1);
+      }
+      expect(windows(s)).to.deep.equal([undefined, undefined, undefined, undefined]);
+      r.close();
+    });
   });
 
   it('retries a failed claim after a back-off on its clock, not at once', async () => {

@@ -33,6 +33,6 @@ describe('statements with named parameters', () => {
       const params = Object.fromEntries(statement.params.map((p) => [p, 1]));
       expect(statement.config({ ...params, limit: 5 } as never), name).to.not.have.property('name');
     }
-    expect(loadQueries('sluice').claim_jobs.config({ queues: ['a'], limits: [5], tasks: ['t'], workerId: 'w' }).name).to.equal('sluice.claim_jobs');
+    expect(loadQueries('sluice').claim_jobs.config({ queues: ['a'], limits: [5], windowsMs: [0], tasks: ['t'], workerId: 'w' }).name).to.equal('sluice.claim_jobs');
   });
 });
