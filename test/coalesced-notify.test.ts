@@ -102,7 +102,7 @@ describe('coalesced notifications: no job waits for the poll', function () {
     });
   }
 
-  it('a job committed long after it was due, past the claim window, while the runner was busy: found once the lock is had', async () => {
+  it('a job committed long after it was due, past the claim window: found by the look for jobs before the window', async () => {
     const first = gate();
     await startWorker(url, { block: () => first.wait, quick: async () => 'ok' }, { worker: { concurrency: 1, pollMs: TEN_MINUTES, claimWindowMs: 200 } });
     await waitFor('the idle runner to hold the wake lock', async () => (await holders('default')) === 1);

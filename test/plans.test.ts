@@ -62,6 +62,7 @@ describe('query plans with 300,000 finished jobs', function () {
     rescue_jobs: { deadAfterMs: 15_000 },
     prune_jobs: { keepCompletedMs: 86_400_000, keepFailedMs: 7 * 86_400_000, batchSize: 1000 },
     queue_depth: {},
+    jobs_before_window: { queue: 'default', tasks: ['new', 'other'], windowMs: 10_000 },
   };
 
   for (const [name, values] of Object.entries(params) as [QueryName, object][]) {

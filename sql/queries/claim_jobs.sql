@@ -36,4 +36,6 @@ SET status = 'running', attempts = j.attempts + 1, locked_by = :worker_id, locke
 WHERE j.id = ANY (ARRAY(SELECT id FROM next))
 RETURNING j.id, j.queue, j.task, j.payload, j.priority, j.attempts, j.max_attempts, j.lock_token, j.job_key, j.traceparent,
           -- times as epoch milliseconds: a number is far cheaper for the worker to read than a timestamp
-          date_part('epoch', j.run_at) * 1000 AS run_at_ms, date_part('epoch', j.created_at) * 1000 AS created_at_ms
+          date_part('epoch', j.run_at) * 1000 AS run_at_ms, date_part('epoch', j.created_at) * 1000 AS created_at_ms,
+          -- how long the job had been due, by the server's clock (the runner compares it with its claim window)
+          date_part('epoch', now() - j.run_at) * 1000 AS due_ms

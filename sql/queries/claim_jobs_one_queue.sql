@@ -26,4 +26,5 @@ SET status = 'running', attempts = j.attempts + 1, locked_by = :worker_id, locke
 -- by id through the primary key, whatever the planner guesses about the size of the backlog
 WHERE j.id = ANY (ARRAY(SELECT id FROM next))
 RETURNING j.id, j.queue, j.task, j.payload, j.priority, j.attempts, j.max_attempts, j.lock_token, j.job_key, j.traceparent,
-          date_part('epoch', j.run_at) * 1000 AS run_at_ms, date_part('epoch', j.created_at) * 1000 AS created_at_ms
+          date_part('epoch', j.run_at) * 1000 AS run_at_ms, date_part('epoch', j.created_at) * 1000 AS created_at_ms,
+          date_part('epoch', now() - j.run_at) * 1000 AS due_ms

@@ -173,7 +173,7 @@ export const configSchema = {
       env: 'SLUICE_PREFETCH',
     },
     claimWindowMs: {
-      doc: "Once a queue has caught up, its claims leave out priority-0 jobs (the default priority) due more than this many ms ago: a claim then starts at the window's edge of the index instead of walking the dead entries that a long transaction keeps at its head. A claim looks at the whole queue when the worker is woken (a notification, the poll), when it takes the queue's wake lock, and at least once per window, so a job committed long after it was due (a late commit, a run_at in the past) waits at most one window while the worker is busy. 0: every claim looks at the whole queue.",
+      doc: "Once a queue has caught up, its claims leave out priority-0 jobs (the default priority) due more than this many ms ago: a claim then starts at the window's edge of the index instead of walking the dead entries that a long transaction keeps at its head. Once per window a separate query looks for such a job (a late commit, a run_at in the past, a job put back) and, if one waits, the next claim takes the whole queue: such a job waits at most about one window. 0: every claim takes the whole queue.",
       format: 'int>=0',
       default: 10000,
       env: 'SLUICE_CLAIM_WINDOW_MS',

@@ -19,6 +19,8 @@ export interface ClaimRow {
   traceparent: string | null;
   run_at_ms: EpochMs;
   created_at_ms: EpochMs;
+  /** How long the job had been due when claimed, by the server's clock (not from claim_controlled_jobs). */
+  due_ms?: number;
 }
 
 /** A row of claim_controlled_jobs: a claimed job, or (id null) a queue a limit held back. */
@@ -95,6 +97,7 @@ const catalog = {
   >('queries/enqueue_cron.sql'),
   cron_last_tick: def<{ name: string }, { tick: Date | null }>('queries/cron_last_tick.sql'),
   snooze_jobs: def<{ snoozes: string }, { id: string }>('queries/snooze_jobs.sql'),
+  jobs_before_window: def<{ queue: string; tasks: string[]; windowMs: number }, { waiting: boolean }>('queries/jobs_before_window.sql'),
   complete_jobs: def<{ completions: string }, { refused: string }>('queries/complete_jobs.sql'),
   delete_completed_jobs: def<{ completions: string }, { refused: string }>('queries/delete_completed_jobs.sql'),
   fail_jobs: def<{ failures: string }, { id: string; status: 'queued' | 'failed'; run_at: Date }>('queries/fail_jobs.sql'),

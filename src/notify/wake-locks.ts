@@ -29,12 +29,8 @@ export interface WakeLocksOptions {
   session(): ListenerSession | undefined;
   take(db: Queryable, queue: string): Promise<WakeLockState>;
   release(db: Queryable, queue: string): Promise<void>;
-  /**
-   * Claims for the queue once more, without giving the lock back; `whole` when the claim must look
-   * at the whole queue, not only the claim window (the lock was just had: every producer before it
-   * has ended, and a job of theirs may have been due long before its commit).
-   */
-  lookAgain(queue: string, whole: boolean): void;
+  /** Claims for the queue once more, without giving the lock back. */
+  lookAgain(queue: string): void;
   log: Logger;
   clock?: Clock;
 }
@@ -131,7 +127,7 @@ export class WakeLocks {
       lock.failures = 0;
       lock.producersSince = 0;
       // jobs committed before the lock was had notified no one: look once more
-      if (lock.wanted) this.opts.lookAgain(queue, true);
+      if (lock.wanted) this.opts.lookAgain(queue);
       else this.settle(queue, lock);
       return;
     }
@@ -140,7 +136,7 @@ export class WakeLocks {
       const now = this.clock.now();
       lock.producersSince ||= now;
       const { minMs, maxMs, fraction } = PRODUCERS_RETRY;
-      this.later(lock, Math.min(maxMs, Math.max(minMs, (now - lock.producersSince) * fraction)), () => this.opts.lookAgain(queue, false));
+      this.later(lock, Math.min(maxMs, Math.max(minMs, (now - lock.producersSince) * fraction)), () => this.opts.lookAgain(queue));
     } else {
       lock.failures++;
       this.later(lock, backoffMs(lock.failures, WORKER_RETRY), () => this.settle(queue, lock));

@@ -54,7 +54,8 @@ export class Wakeups {
           case 'connected':
             events.emit({ type: 'listener.reconnected' });
             this.opts.settingsHint(undefined);
-            runners.wakeAll();
+            // what was committed while no one listened may be older than the claim window
+            runners.wakeAll(true);
             return;
           case 'disconnected':
             events.emit({ type: 'listener.down' });

@@ -19,6 +19,8 @@ export interface ClaimedJob {
   createdAt: Date;
   /** W3C trace context of whoever added the job (its run span links to it). */
   traceparent?: string | null;
+  /** How long it had been due when claimed (server clock); unknown for queues with limits. */
+  dueMs?: number;
 }
 
 /** Up to `limit` jobs of `queue`; with `windowMs` > 0 only jobs due in the last that many ms. */
@@ -99,5 +101,6 @@ function toClaimedJob(r: ClaimRow): ClaimedJob {
     jobKey: r.job_key,
     createdAt: new Date(r.created_at_ms),
     traceparent: r.traceparent,
+    dueMs: r.due_ms,
   };
 }

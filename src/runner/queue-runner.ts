@@ -15,10 +15,14 @@
 // jobs are released at shutdown. Never for a queue with limits: they would count as running.
 // With `claimWindowMs`, a runner that has caught up leaves out of its claims the priority-0 jobs
 // due before that window: a claim then starts at the window's edge of the index, not at its head,
-// where a held xmin keeps the dead entry of every job claimed since it began. A wake-up, the wake
-// lock had (lookAgain(true)), a full claim that came back full (a backlog, maybe older than the
-// window), or a window's time since the last full claim make the next claim full again; so a job
-// committed long after it was due waits at most one window while the runner is busy.
+// where a held xmin keeps the dead entry of every job claimed since it began. What such a claim
+// cannot see is a job that became visible long after it was due (a late commit, a run_at in the
+// past, a job put back): once per window `jobsBeforeWindow` looks for one, on its own borrow so
+// that claims go on meanwhile, and if there is one the next claim takes the whole queue. So does
+// a whole-queue claim that came back full with a job due for half a window (a backlog that may
+// reach past the window), and a wake-up that may be about old jobs (a reconnect, settings
+// changed). A backlog of recent jobs keeps the window: falling back to whole-queue claims there,
+// each slower than the last under a held xmin, is how a runner that fell behind stayed behind.
 import { Subject, Subscription, from, mergeMap } from 'rxjs';
 import { errorSummary } from '../db/errors.js';
 import type { AbortCause } from '../errors.js';
@@ -43,8 +47,10 @@ export interface QueueRunnerOptions {
   prefetch?: number;
   /** False while the queue has limits or a pause: then nothing is claimed ahead. */
   mayPrefetch?: () => boolean;
-  /** Claims after the runner caught up take only jobs due in the last this many ms (0: every claim is full). */
+  /** Claims after the runner caught up leave out priority-0 jobs due before this many ms ago (0: no window). */
   claimWindowMs?: number;
+  /** Whether a priority-0 job due before the window waits (asked once per window while claims have one). */
+  jobsBeforeWindow?: (windowMs: number) => Promise<boolean>;
   /** Told when the runner starts to wait for a wake-up and when it looks by itself again (the queue's wake lock). */
   wakeLock?: { waiting(found: boolean): void; looking(): void };
   log: Logger;
@@ -78,10 +84,11 @@ export class QueueRunner implements ClaimTarget {
   private outcomesWrittenAtAsk = 0;
   /** The next claim must be full: woken, or the last full claim came back full. */
   private fullClaimDue = true;
-  private lastFullClaimAt = Number.NEGATIVE_INFINITY;
-  /** wake() calls so far, and their count when the full claim under way was asked for. */
+  /** Whole-queue wake-ups so far, and their count when the full claim under way was asked for. */
   private wakes = 0;
   private wakesAtFullClaim = 0;
+  /** The next look for jobs before the window. */
+  private windowTimer: Timer | undefined;
   private readonly clock: Clock;
 
   constructor(private readonly opts: QueueRunnerOptions) {
@@ -98,22 +105,14 @@ export class QueueRunner implements ClaimTarget {
   }
 
   /** Something may be runnable in this queue: claim for the free slots. */
-  wake(): void {
-    this.wakes++;
-    this.fullClaimDue = true;
+  wake(wholeQueue = false): void {
+    if (wholeQueue) this.claimWholeQueue();
     this.opts.wakeLock?.looking();
     this.lookAgain();
   }
 
-  /**
-   * Claim for the free slots, still waiting to be woken (the wake lock was just taken, or producers
-   * held it); `whole`: the whole queue, not only the claim window.
-   */
-  lookAgain(whole = false): void {
-    if (whole) {
-      this.wakes++;
-      this.fullClaimDue = true;
-    }
+  /** Claim for the free slots, still waiting to be woken (the wake lock was just taken). */
+  lookAgain(): void {
     this.wakeGeneration++;
     this.opts.claimer.request();
   }
@@ -127,16 +126,20 @@ export class QueueRunner implements ClaimTarget {
     if (!short || want <= 0) return undefined;
     this.outcomesWrittenAtAsk = this.outcomesWritten;
     const windowMs = this.opts.claimWindowMs ?? 0;
-    const now = this.clock.now();
-    if (windowMs > 0 && !this.fullClaimDue && now - this.lastFullClaimAt < windowMs) return { want, generation: this.wakeGeneration, windowMs };
-    this.lastFullClaimAt = now;
+    if (windowMs > 0 && !this.fullClaimDue) return { want, generation: this.wakeGeneration, windowMs };
     this.wakesAtFullClaim = this.wakes;
     return { want, generation: this.wakeGeneration };
   }
 
   deliver(jobs: ClaimedJob[], ask: Ask, heldBack?: { retryMs: number | null }): void {
-    // a wake-up during the claim may be about a job its snapshot did not see
-    if (ask.windowMs === undefined) this.fullClaimDue = jobs.length >= ask.want || this.wakes !== this.wakesAtFullClaim;
+    if (ask.windowMs === undefined) {
+      // came back full with a job that has waited half a window: the queue may hold older ones still,
+      // which a window would leave out; a wake-up during the claim may be about a job its snapshot
+      // did not see
+      const behind = jobs.length >= ask.want && jobs.some((j) => j.priority === 0 && (j.dueMs ?? 0) >= (this.opts.claimWindowMs ?? 0) / 2);
+      this.fullClaimDue = behind || this.wakes !== this.wakesAtFullClaim;
+      if (!this.fullClaimDue) this.lookBeforeWindowLater();
+    }
     // a concurrency limit counted jobs whose outcomes were written meanwhile: ask again at once
     if (heldBack && heldBack.retryMs === null && this.outcomesWritten !== this.outcomesWrittenAtAsk) this.opts.claimer.requestSoon();
     else if (heldBack) this.holdBack(heldBack.retryMs);
@@ -162,15 +165,17 @@ export class QueueRunner implements ClaimTarget {
     return this.prefetched.splice(0);
   }
 
-  /** The queue's settings changed (limits raised, resumed): ask at once, whatever held it back. */
+  /** The queue's settings changed (limits raised, resumed): ask at once, whatever held it back; a resumed queue's jobs may be old. */
   settingsChanged(): void {
     this.endHold();
-    this.wake();
+    this.wake(true);
   }
 
   /** Stops claiming; running jobs go on. */
   stopClaiming(): void {
     this.stopped = true;
+    this.clock.clearTimeout(this.windowTimer);
+    this.windowTimer = undefined;
     this.opts.wakeLock?.looking();
   }
 
@@ -201,6 +206,32 @@ export class QueueRunner implements ClaimTarget {
     const i = this.prefetched.findIndex((j) => j.id === id);
     if (i >= 0) this.prefetched.splice(i, 1);
     this.running.get(id)?.abort(cause, message);
+  }
+
+  private claimWholeQueue(): void {
+    this.wakes++;
+    this.fullClaimDue = true;
+  }
+
+  /** Once per window while claims have one: is a job waiting that they cannot see? Then claim the whole queue. */
+  private lookBeforeWindowLater(): void {
+    const windowMs = this.opts.claimWindowMs ?? 0;
+    if (this.windowTimer || this.stopped || !this.opts.jobsBeforeWindow || windowMs <= 0) return;
+    this.windowTimer = this.clock.setTimeout(async () => {
+      let waiting: boolean;
+      try {
+        waiting = await this.opts.jobsBeforeWindow!(windowMs);
+      } catch (err) {
+        this.opts.log.debug({ err: errorSummary(err), queue: this.queue }, 'looking for jobs before the claim window failed; claiming the whole queue');
+        waiting = true;
+      }
+      this.windowTimer = undefined;
+      if (this.stopped) return;
+      if (waiting) {
+        this.claimWholeQueue();
+        this.lookAgain();
+      } else if (!this.fullClaimDue) this.lookBeforeWindowLater();
+    }, windowMs);
   }
 
   private holdBack(retryMs: number | null): void {

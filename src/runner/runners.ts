@@ -29,12 +29,13 @@ export class Runners {
   }
 
   /** Claims for `queue` once more without counting as a wake-up (see QueueRunner.lookAgain). */
-  lookAgain(queue: string, whole = false): void {
-    this.byQueue.get(queue)?.lookAgain(whole);
+  lookAgain(queue: string): void {
+    this.byQueue.get(queue)?.lookAgain();
   }
 
-  wakeAll(): void {
-    for (const r of this.list) r.wake();
+  /** `wholeQueue`: the jobs may be old (a reconnect), so claims look past the claim window. */
+  wakeAll(wholeQueue = false): void {
+    for (const r of this.list) r.wake(wholeQueue);
   }
 
   /** `queue`'s limits or pause changed: its runner asks at once, whatever held it back. */

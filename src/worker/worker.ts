@@ -215,7 +215,7 @@ export class Worker {
       session: () => listener.session(),
       take: async (db, queue) => (await queries.wake_lock_take.run(db, { queue })).rows[0]!.state,
       release: async (db, queue) => void (await queries.wake_lock_release.run(db, { queue })),
-      lookAgain: (queue, whole) => runners?.lookAgain(queue, whole),
+      lookAgain: (queue) => runners?.lookAgain(queue),
       log: log.child({ part: 'wake-locks' }),
     });
     const slots = queueSlots(config.worker.queues, config.worker.concurrency);
@@ -233,6 +233,8 @@ export class Worker {
           heldRetryMs: Math.min(250, config.worker.pollMs),
           prefetch: config.worker.prefetch,
           claimWindowMs: config.worker.claimWindowMs,
+          jobsBeforeWindow: async (windowMs) =>
+            (await queries.jobs_before_window.run(pool, { queue: q.name, tasks: identity.tasks, windowMs })).rows[0]!.waiting,
           mayPrefetch: () => !controlled.current.has(q.name),
           wakeLock: { waiting: (found) => wakeLocks.waiting(q.name, found), looking: () => wakeLocks.looking(q.name) },
           log,

@@ -8,9 +8,9 @@ import { FakeClock } from '../support/clock.js';
 import { waitFor } from '../support/db.js';
 
 let nextId = 1;
-function job(queue: string): ClaimedJob {
+function job(queue: string, dueMs = 0): ClaimedJob {
   const id = String(nextId++);
-  return { id, queue, task: 't', payload: {}, priority: 0, runAt: new Date(), attempt: 1, maxAttempts: 25, token: id, jobKey: null, createdAt: new Date() };
+  return { id, queue, task: 't', payload: {}, priority: 0, runAt: new Date(), attempt: 1, maxAttempts: 25, token: id, jobKey: null, createdAt: new Date(), dueMs };
 }
 
 /** Queues in memory, and a claim function over them that records every call. */
@@ -19,9 +19,9 @@ function store() {
   const calls: ClaimDemand[][] = [];
   return {
     calls,
-    add(queue: string, n: number) {
+    add(queue: string, n: number, dueMs = 0) {
       const q = queues.get(queue) ?? [];
-      for (let i = 0; i < n; i++) q.push(job(queue));
+      for (let i = 0; i < n; i++) q.push(job(queue, dueMs));
       queues.set(queue, q);
     },
     async claim(demands: ClaimDemand[]): Promise<ClaimResult> {
@@ -43,7 +43,7 @@ function runner(
   queue: string,
   concurrency: number,
   execute: (r: RunningJob) => Promise<unknown>,
-  opts: { clock?: FakeClock; written?: () => Promise<void>; claimWindowMs?: number } = {},
+  opts: { clock?: FakeClock; written?: () => Promise<void>; claimWindowMs?: number; jobsBeforeWindow?: () => Promise<boolean> } = {},
 ) {
   return new QueueRunner({
     queue,
@@ -57,6 +57,7 @@ function runner(
     maxBacklog: concurrency,
     heldRetryMs: 250,
     claimWindowMs: opts.claimWindowMs,
+    jobsBeforeWindow: opts.jobsBeforeWindow,
     log: silentLogger(),
     clock: opts.clock,
   });
@@ -160,47 +161,74 @@ describe('queue runner and claimer', () => {
     /** The window of each claim made so far for queue a: undefined for a full claim. */
     const windows = (s: ReturnType<typeof store>) => s.calls.map((c) => c.find((d) => d.queue === 'a')!.windowMs);
 
-    it('once a full claim finds the queue caught up, claims only the window until a wake-up or a window has passed', async () => {
+    it('after a whole-queue claim that found only recent jobs, claims have the window until a job before it is found waiting', async () => {
       const clock = new FakeClock();
       const s = store();
       const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger(), clock });
       let done = 0;
-      const r = runner(claimer, 'a', 2, async () => void done++, { clock, claimWindowMs: 1000 });
-      s.add('a', 3);
+      let looks = 0;
+      let before = false;
+      const jobsBeforeWindow = async () => {
+        looks++;
+        return before;
+      };
+      const r = runner(claimer, 'a', 2, async () => void done++, { clock, claimWindowMs: 1000, jobsBeforeWindow });
+      s.add('a', 3, 499);
       r.start();
       await waitFor('the backlog to run', () => done === 3, 5000, 1);
-      // full while claims came back full (a backlog, maybe older than any window), until one came back short
-      expect(windows(s).length).to.be.at.least(2);
-      expect(new Set(windows(s))).to.deep.equal(new Set([undefined]));
-      /** One more claim, asked for the way the wake lock asks (not a wake-up); its window. */
+      // the whole queue, came back full of jobs due for less than half a window: the window then
+      expect(windows(s)).to.deep.equal([undefined, 1000]);
+      /** One more claim, asked for as `how` asks; its window. */
       const next = async (how: () => void = () => r.lookAgain()) => {
         const n = s.calls.length;
         how();
         await waitFor('a claim', () => s.calls.length === n + 1, 5000, 1);
         return windows(s)[n];
       };
-      expect(await next(), 'caught up: the window only').to.equal(1000);
-      clock.advance(999);
       expect(await next()).to.equal(1000);
-      clock.advance(1);
-      expect(await next(), 'a window after the last full claim').to.equal(undefined);
+      // a notification or the poll: about a job that has just become visible
+      expect(await next(() => r.wake()), 'woken').to.equal(1000);
+      expect(looks, 'before a window has passed').to.equal(0);
+      clock.advance(1000);
+      await waitFor('a look for jobs before the window', () => looks === 1, 5000, 1);
+      expect(s.calls.length, 'none waits: no claim').to.equal(4);
+      before = true;
+      const n = s.calls.length;
+      clock.advance(1000);
+      await waitFor('the whole-queue claim a job before the window asks for', () => s.calls.length === n + 1, 5000, 1);
+      expect(looks).to.equal(2);
+      expect(windows(s)[n], 'a job waits before the window').to.equal(undefined);
+      before = false;
       expect(await next()).to.equal(1000);
-      // a notification, the poll or a due time: the job may be anywhere in the queue
-      expect(await next(() => r.wake()), 'woken').to.equal(undefined);
-      expect(await next()).to.equal(1000);
-      // the wake lock just had: every producer before it has ended, one may have committed late
-      expect(await next(() => r.lookAgain(true)), 'the whole queue').to.equal(undefined);
+      // a reconnect, or the queue's settings changed: the jobs may be old
+      expect(await next(() => r.wake(true)), 'woken for the whole queue').to.equal(undefined);
       expect(await next()).to.equal(1000);
       r.close();
     });
 
-    it('a wake-up during a full claim makes the next claim full too', async () => {
+    it('a whole-queue claim that came back full with a job due for half a window: the whole queue again, until caught up', async () => {
+      const s = store();
+      const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger() });
+      let done = 0;
+      const r = runner(claimer, 'a', 2, async () => void done++, { claimWindowMs: 1000 });
+      s.add('a', 3, 500);
+      r.start();
+      await waitFor('the backlog to run', () => done === 3, 5000, 1);
+      // full of old jobs, then 1 of 2: caught up
+      expect(windows(s)).to.deep.equal([undefined, undefined]);
+      r.lookAgain();
+      await waitFor('a claim', () => s.calls.length === 3, 5000, 1);
+      expect(windows(s)[2]).to.equal(1000);
+      r.close();
+    });
+
+    it('a whole-queue wake-up during a whole-queue claim makes the next claim whole too', async () => {
       const s = store();
       const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger() });
       const r = runner(claimer, 'a', 2, async () => undefined, { claimWindowMs: 60_000 });
       r.start();
       // the first claim is under way (its snapshot may predate the job the wake-up is about)
-      r.wake();
+      r.wake(true);
       await waitFor('the claim the wake-up asked for', () => s.calls.length === 2, 5000, 1);
       expect(windows(s)).to.deep.equal([undefined, undefined]);
       r.lookAgain();

@@ -22,7 +22,7 @@ function harness() {
       calls.push(`release ${queue} @${session?.id}`);
       await turn();
     },
-    lookAgain: (queue, whole) => calls.push(`look ${queue}${whole ? ' (whole queue)' : ''}`),
+    lookAgain: (queue) => calls.push(`look ${queue}`),
     log: silentLogger(),
     clock,
   });
@@ -41,15 +41,14 @@ describe('wake locks', () => {
     h.locks.waiting('q');
     await turn();
     await turn();
-    // the lock had: every producer before it has ended, maybe with a job due long before its commit
-    expect(h.calls).to.deep.equal(['take q @1', 'look q (whole queue)']);
+    expect(h.calls).to.deep.equal(['take q @1', 'look q']);
     expect(h.locks.holds('q')).to.equal(true);
     // the claim once more came back short: still waiting, nothing more to do
     h.locks.waiting('q');
     h.locks.looking('q');
     await turn();
     await turn();
-    expect(h.calls).to.deep.equal(['take q @1', 'look q (whole queue)', 'release q @1']);
+    expect(h.calls).to.deep.equal(['take q @1', 'look q', 'release q @1']);
     expect(h.locks.holds('q')).to.equal(false);
   });
 
@@ -80,7 +79,7 @@ describe('wake locks', () => {
     await turn();
     await turn();
     expect(h.calls.filter((c) => c.startsWith('take'))).to.have.length(4);
-    expect(h.calls.at(-1), 'taken at last: one more claim').to.equal('look q (whole queue)');
+    expect(h.calls.at(-1), 'taken at last: one more claim').to.equal('look q');
     expect(h.locks.holds('q')).to.equal(true);
   });
 
@@ -118,7 +117,7 @@ describe('wake locks', () => {
     h.clock.advance(second);
     await turn();
     await turn();
-    expect(h.calls).to.deep.equal(['take q @1', 'take q @1', 'take q @1', 'look q (whole queue)']);
+    expect(h.calls).to.deep.equal(['take q @1', 'take q @1', 'take q @1', 'look q']);
   });
 
   it('woken while the take is under way: gives the lock back once it is had, and no claim follows', async () => {
@@ -157,7 +156,7 @@ describe('wake locks', () => {
     h.locks.waiting('q');
     await turn();
     await turn();
-    expect(h.calls).to.deep.equal(['take q @1', 'look q (whole queue)', 'take q @2', 'look q (whole queue)']);
+    expect(h.calls).to.deep.equal(['take q @1', 'look q', 'take q @2', 'look q']);
     expect(h.locks.holds('q')).to.equal(true);
   });
 });
