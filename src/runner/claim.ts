@@ -23,7 +23,7 @@ export interface ClaimedJob {
   dueMs?: number;
 }
 
-/** Up to `limit` jobs of `queue`; with `windowMs` > 0 only jobs due in the last that many ms. */
+/** Up to `limit` jobs of `queue`; with `windowMs` > 0 none of priority 0 due before that many ms ago. */
 export interface ClaimDemand {
   queue: string;
   limit: number;

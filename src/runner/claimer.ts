@@ -13,7 +13,7 @@ const CLAIM_RETRY = { baseMs: 100, maxMs: 10_000, jitter: 'full' } as const;
 
 /**
  * What a claim asked one runner's queue for: `want` slots, at wake-up generation `generation`;
- * with `windowMs` only jobs due in the last that many ms (QueueRunner says when that is enough).
+ * with `windowMs` leaving out priority-0 jobs due before that many ms ago (QueueRunner says when).
  */
 export interface Ask {
   want: number;

@@ -82,7 +82,7 @@ export class QueueRunner implements ClaimTarget {
   /** Outcomes of this runner's jobs written so far, and that count when the last claim was asked for. */
   private outcomesWritten = 0;
   private outcomesWrittenAtAsk = 0;
-  /** The next claim must be full: woken, or the last full claim came back full. */
+  /** The next claim takes the whole queue, not only the claim window (see the top of this file). */
   private fullClaimDue = true;
   /** Whole-queue wake-ups so far, and their count when the full claim under way was asked for. */
   private wakes = 0;
@@ -106,7 +106,7 @@ export class QueueRunner implements ClaimTarget {
 
   /** Something may be runnable in this queue: claim for the free slots. */
   wake(wholeQueue = false): void {
-    if (wholeQueue) this.claimWholeQueue();
+    if (wholeQueue) this.wantWholeQueue();
     this.opts.wakeLock?.looking();
     this.lookAgain();
   }
@@ -132,11 +132,11 @@ export class QueueRunner implements ClaimTarget {
   }
 
   deliver(jobs: ClaimedJob[], ask: Ask, heldBack?: { retryMs: number | null }): void {
-    if (ask.windowMs === undefined) {
+    if (ask.windowMs === undefined && (this.opts.claimWindowMs ?? 0) > 0) {
       // came back full with a job that has waited half a window: the queue may hold older ones still,
       // which a window would leave out; a wake-up during the claim may be about a job its snapshot
       // did not see
-      const behind = jobs.length >= ask.want && jobs.some((j) => j.priority === 0 && (j.dueMs ?? 0) >= (this.opts.claimWindowMs ?? 0) / 2);
+      const behind = jobs.length >= ask.want && jobs.some((j) => j.priority === 0 && (j.dueMs ?? 0) >= this.opts.claimWindowMs! / 2);
       this.fullClaimDue = behind || this.wakes !== this.wakesAtFullClaim;
       if (!this.fullClaimDue) this.lookBeforeWindowLater();
     }
@@ -208,7 +208,8 @@ export class QueueRunner implements ClaimTarget {
     this.running.get(id)?.abort(cause, message);
   }
 
-  private claimWholeQueue(): void {
+  /** The next claim takes the whole queue. */
+  private wantWholeQueue(): void {
     this.wakes++;
     this.fullClaimDue = true;
   }
@@ -228,7 +229,7 @@ export class QueueRunner implements ClaimTarget {
       this.windowTimer = undefined;
       if (this.stopped) return;
       if (waiting) {
-        this.claimWholeQueue();
+        this.wantWholeQueue();
         this.lookAgain();
       } else if (!this.fullClaimDue) this.lookBeforeWindowLater();
     }, windowMs);
