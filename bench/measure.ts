@@ -115,16 +115,16 @@ export class RssSampler {
   peak = 0;
 
   start(everyMs = 50): void {
-    this.peak = process.memoryUsage().rss;
+    this.peak = process.memoryUsage.rss();
     this.timer = setInterval(() => {
-      this.peak = Math.max(this.peak, process.memoryUsage().rss);
+      this.peak = Math.max(this.peak, process.memoryUsage.rss());
     }, everyMs);
     this.timer.unref();
   }
 
   stop(): number {
     clearInterval(this.timer);
-    this.peak = Math.max(this.peak, process.memoryUsage().rss);
+    this.peak = Math.max(this.peak, process.memoryUsage.rss());
     return this.peak;
   }
 }

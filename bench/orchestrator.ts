@@ -38,6 +38,12 @@ export function rotate<T>(items: T[], by: number): T[] {
 }
 
 const children = new Set<ChildProcess>();
+let childNodeArgs: string[] = [];
+
+/** --cpu-prof: every child from now on writes a V8 CPU profile into `dir`. */
+export function profileChildrenInto(dir: string): void {
+  childNodeArgs = ['--cpu-prof', `--cpu-prof-dir=${dir}`];
+}
 
 /** On error or Ctrl-C: no child outlives the run. */
 export function killChildren(): void {
@@ -67,7 +73,7 @@ function hardLimitMs(task: ChildTask): number | undefined {
 
 export function runChild<R extends ChildResult>(task: ChildTask, hooks: ChildHooks = {}): Promise<R> {
   return new Promise<R>((resolve, reject) => {
-    const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', childScript], {
+    const child = spawn(process.execPath, [...childNodeArgs, '--expose-gc', '--import', 'tsx', childScript], {
       cwd: repoRoot,
       stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
       env: { ...process.env, NODE_ENV: 'production' },

@@ -19,7 +19,7 @@ import pg from 'pg';
 import { LocalCluster } from '../src/embedded/cluster.js';
 import { ConnectionSampler, fmt, markdownTable, max, median, percentile, sleep, type ConnectionPeak } from './measure.js';
 import { noNotifyRuns, notifySummary, renderNotify, runNotify, type NotifyOptions, type NotifyRuns } from './notify.js';
-import { benchDir, killChildren, log, repoRoot, rotate, runChild, type ScenarioEnv } from './orchestrator.js';
+import { benchDir, killChildren, log, profileChildrenInto, repoRoot, rotate, runChild, type ScenarioEnv } from './orchestrator.js';
 import {
   PRESSURE_KINDS,
   phaseRows,
@@ -92,6 +92,8 @@ interface Options {
   pressure?: PressureOptions;
   stallMs: number;
   out: string;
+  /** --cpu-prof: where each worker child writes its V8 CPU profile. */
+  cpuProfDir?: string;
 }
 
 const HELP = `npm run bench -- [options]
@@ -140,6 +142,9 @@ and full_page_writes=on; they can be combined with each other, not with --long:
   --pressure-concurrency N  worker concurrency (default 10)
 
   --out FILE              results file (default bench/results/latest.json)
+  --cpu-prof DIR          each child (worker or producer) writes a V8 CPU profile into DIR
+                          (node --cpu-prof); profiling slows the children, so its figures are
+                          not comparable with a run without it
   -h, --help
 `;
 
@@ -173,6 +178,7 @@ function parseOptions(argv: string[]): Options {
       'pressure-producers': { type: 'string' },
       'pressure-concurrency': { type: 'string' },
       out: { type: 'string' },
+      'cpu-prof': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -271,6 +277,7 @@ function parseOptions(argv: string[]): Options {
     pressure,
     stallMs: 60_000,
     out: path.resolve(values.out ?? path.join(benchDir, 'results', 'latest.json')),
+    ...(values['cpu-prof'] ? { cpuProfDir: path.resolve(values['cpu-prof']) } : {}),
   };
 }
 
@@ -712,6 +719,7 @@ async function connect(url: string, applicationName = MONITOR_APP): Promise<pg.C
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
+  if (opts.cpuProfDir) profileChildrenInto(opts.cpuProfDir);
   const systems = systemsFor(opts);
   const adapters = new Map<SystemName, SystemAdapter>();
   const variants: VariantInfo[] = [];
