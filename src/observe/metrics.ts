@@ -1,8 +1,9 @@
-// Prometheus metrics, one registry per worker. Counters follow the worker's events (a few map
-// lookups per job); gauges that need the database are read at scrape time.
+// Prometheus metrics, one registry per worker. Counters follow the worker's events (a few
+// additions per job, see tallies.ts); gauges that need the database are read at scrape time.
 import client from 'prom-client';
 import type { DatabaseHealth, HealthSignal } from '../admin/health.js';
 import type { Events, JobRef, SluiceEvent } from './events.js';
+import { TallyCounter, TallyHistogram, type CounterSeries, type HistogramSeries } from './tallies.js';
 
 type Labels = { queue: string; task: string };
 
@@ -25,57 +26,65 @@ export interface MetricsSources {
 const HEALTH_SIGNALS: readonly HealthSignal[] = ['xmin', 'dead_rows', 'notify_queue'];
 
 interface JobFamilies {
-  started: client.Counter<'queue' | 'task'>;
-  completed: client.Counter<'queue' | 'task'>;
-  failed: client.Counter<'queue' | 'task'>;
-  retried: client.Counter<'queue' | 'task'>;
-  snoozed: client.Counter<'queue' | 'task'>;
-  cancelled: client.Counter<'queue' | 'task'>;
-  fenced: client.Counter<'queue' | 'task'>;
+  started: TallyCounter;
+  completed: TallyCounter;
+  failed: TallyCounter;
+  retried: TallyCounter;
+  snoozed: TallyCounter;
+  cancelled: TallyCounter;
+  fenced: TallyCounter;
   stuck: client.Gauge<'queue' | 'task'>;
-  duration: client.Histogram<'queue' | 'task'>;
-  lag: client.Histogram<'queue'>;
+  duration: TallyHistogram;
+  lag: TallyHistogram;
 }
 
-/** The metrics of one queue and task, with the children of the every-job ones resolved once. */
+/** The series of one queue and task, resolved once: counting a job is then a few additions. */
 class JobMetrics {
-  private readonly startedChild: client.Counter.Internal;
-  private readonly completedChild: client.Counter.Internal;
-  private readonly durationChild: client.Histogram.Internal<'queue' | 'task'>;
-  private readonly lagChild: client.Histogram.Internal<'queue'>;
+  private readonly startedSeries: CounterSeries;
+  private readonly completedSeries: CounterSeries;
+  private readonly failedSeries: CounterSeries;
+  private readonly retriedSeries: CounterSeries;
+  private readonly snoozedSeries: CounterSeries;
+  private readonly cancelledSeries: CounterSeries;
+  private readonly fencedSeries: CounterSeries;
+  private readonly durationSeries: HistogramSeries;
 
-  constructor(private readonly f: JobFamilies, private readonly labels: Labels) {
-    this.startedChild = f.started.labels(labels);
-    this.completedChild = f.completed.labels(labels);
-    this.durationChild = f.duration.labels(labels);
-    this.lagChild = f.lag.labels({ queue: labels.queue });
+  constructor(private readonly f: JobFamilies, private readonly labels: Labels, private readonly lagSeries: HistogramSeries) {
+    this.startedSeries = f.started.series(labels);
+    this.completedSeries = f.completed.series(labels);
+    this.failedSeries = f.failed.series(labels);
+    this.retriedSeries = f.retried.series(labels);
+    this.snoozedSeries = f.snoozed.series(labels);
+    this.cancelledSeries = f.cancelled.series(labels);
+    this.fencedSeries = f.fenced.series(labels);
+    this.durationSeries = f.duration.series(labels);
   }
 
   started(lagMs: number): void {
-    this.startedChild.inc();
-    this.lagChild.observe(Math.max(0, lagMs) / 1000);
+    this.startedSeries.inc();
+    this.lagSeries.observe(Math.max(0, lagMs) / 1000);
   }
   completed(seconds: number): void {
-    this.completedChild.inc();
-    this.durationChild.observe(seconds);
+    this.completedSeries.inc();
+    this.durationSeries.observe(seconds);
   }
   retried(seconds: number): void {
-    this.f.retried.inc(this.labels);
-    this.durationChild.observe(seconds);
+    this.retriedSeries.inc();
+    this.durationSeries.observe(seconds);
   }
   failed(seconds: number): void {
-    this.f.failed.inc(this.labels);
-    this.durationChild.observe(seconds);
+    this.failedSeries.inc();
+    this.durationSeries.observe(seconds);
   }
   snoozed(seconds: number): void {
-    this.f.snoozed.inc(this.labels);
-    this.durationChild.observe(seconds);
+    this.snoozedSeries.inc();
+    this.durationSeries.observe(seconds);
   }
   cancelled(): void {
-    this.f.cancelled.inc(this.labels);
+    this.cancelledSeries.inc();
   }
   fenced(): void {
-    this.f.fenced.inc(this.labels);
+    this.fencedSeries.inc();
   }
   stuck(delta: number): void {
     this.f.stuck.inc(this.labels, delta);
@@ -92,13 +101,12 @@ export class Metrics {
   private readonly reconnects: client.Counter;
   private sources: MetricsSources | undefined;
   // label lookups cost more than the increments themselves on a busy worker: resolved once per kind
-  private readonly byJobKind = new Map<string, JobMetrics>();
+  private readonly byQueue = new Map<string, { lag: HistogramSeries; byTask: Map<string, JobMetrics> }>();
 
   constructor() {
     const r = [this.registry];
     this.registerHealth(r);
-    const jobCounter = (name: string, help: string) =>
-      new client.Counter({ name, help, labelNames: ['queue', 'task'] as const, registers: r });
+    const jobCounter = (name: string, help: string) => new TallyCounter(name, help, this.registry);
     this.counters = {
       started: jobCounter('sluice_jobs_started_total', 'Jobs whose handler started.'),
       completed: jobCounter('sluice_jobs_completed_total', 'Jobs completed.'),
@@ -108,22 +116,20 @@ export class Metrics {
       cancelled: jobCounter('sluice_jobs_cancelled_total', 'Running jobs whose handler was aborted by a cancellation.'),
       fenced: jobCounter('sluice_outcomes_fenced_total', 'Outcomes refused because the job was cancelled, rescued or re-claimed meanwhile.'),
       stuck: new client.Gauge({ name: 'sluice_handlers_stuck', help: 'Aborted handlers that have not settled yet (they keep their slot).', labelNames: ['queue', 'task'] as const, registers: r }),
-      duration: new client.Histogram({
-        name: 'sluice_job_duration_seconds',
-        help: 'Handler run time until the outcome was written.',
-        labelNames: ['queue', 'task'] as const,
-        buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300],
-        registers: r,
-      }),
-      lag: new client.Histogram({
-        name: 'sluice_job_lag_seconds',
-        help: 'Time from a job being due (run_at) to its start.',
-        labelNames: ['queue'] as const,
-        buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
-        registers: r,
-      }),
+      duration: new TallyHistogram(
+        'sluice_job_duration_seconds',
+        'Handler run time until the outcome was written.',
+        [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300],
+        this.registry,
+      ),
+      lag: new TallyHistogram('sluice_job_lag_seconds', 'Time from a job being due (run_at) to its start.', [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120], this.registry),
     };
-    this.rescued = jobCounter('sluice_jobs_rescued_total', 'Jobs of dead workers put back to queued (or failed) by this worker.');
+    this.rescued = new client.Counter({
+      name: 'sluice_jobs_rescued_total',
+      help: 'Jobs of dead workers put back to queued (or failed) by this worker.',
+      labelNames: ['queue', 'task'] as const,
+      registers: r,
+    });
     this.claims = new client.Counter({ name: 'sluice_claims_total', help: 'Claim statements run (jobs claimed / claims = the average batch).', registers: r });
     this.claimedJobs = new client.Counter({ name: 'sluice_claimed_jobs_total', help: 'Jobs taken by claim statements.', registers: r });
     this.notifications = new client.Counter({ name: 'sluice_notifications_total', help: 'Notifications received by the listener.', registers: r });
@@ -307,11 +313,15 @@ export class Metrics {
 
   /** The metrics of one kind of job, made once per queue and task. */
   private forJob(job: JobRef): JobMetrics {
-    const key = `${job.queue}\u0000${job.task}`;
-    let m = this.byJobKind.get(key);
+    let queue = this.byQueue.get(job.queue);
+    if (!queue) {
+      queue = { lag: this.counters.lag.series({ queue: job.queue }), byTask: new Map() };
+      this.byQueue.set(job.queue, queue);
+    }
+    let m = queue.byTask.get(job.task);
     if (!m) {
-      m = new JobMetrics(this.counters, { queue: job.queue, task: job.task });
-      this.byJobKind.set(key, m);
+      m = new JobMetrics(this.counters, { queue: job.queue, task: job.task }, queue.lag);
+      queue.byTask.set(job.task, m);
     }
     return m;
   }
