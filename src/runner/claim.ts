@@ -72,35 +72,55 @@ export async function claimJobs(
           tasks,
           workerId,
         });
-  const { rows, controlledRows } = await withClient(pool, async (client) => ({
-    rows: statement ? (await client.query<ClaimRow>(statement)).rows : [],
+  // rows as arrays: pg builds an object per row key by key, which cost more than reading the columns
+  const { plainRows, controlledRows } = await withClient(pool, async (client) => ({
+    plainRows: statement ? await client.query<unknown[]>({ ...statement, rowMode: 'array' }) : undefined,
     controlledRows: limited.length
-      ? (await queries.claim_controlled_jobs.run(client, { queues: limited.map((d) => d.queue), limits: limited.map((d) => d.limit), tasks, workerId })).rows
-      : [],
+      ? await client.query<unknown[]>({
+          ...queries.claim_controlled_jobs.config({ queues: limited.map((d) => d.queue), limits: limited.map((d) => d.limit), tasks, workerId }),
+          rowMode: 'array',
+        })
+      : undefined,
   }));
-  const jobs = rows.map(toClaimedJob);
+  const jobs: ClaimedJob[] = [];
+  if (plainRows?.rows.length) {
+    const at = columns(plainRows.fields);
+    for (const r of plainRows.rows) jobs.push(toClaimedJob(r, at));
+  }
   const heldBack = new Map<string, number | null>();
-  for (const r of controlledRows) {
-    if (r.id === null) heldBack.set(r.queue, r.retry_ms);
-    else jobs.push(toClaimedJob(r));
+  if (controlledRows?.rows.length) {
+    const at = columns(controlledRows.fields);
+    for (const r of controlledRows.rows) {
+      if (r[at.id] === null) heldBack.set(r[at.queue] as string, r[at.retry_ms] as number | null);
+      else jobs.push(toClaimedJob(r, at));
+    }
   }
   return { jobs, heldBack };
 }
 
-function toClaimedJob(r: ClaimRow): ClaimedJob {
+type Column = keyof ClaimRow | 'retry_ms';
+
+/** Where each column of a claim's rows is (claim_controlled_jobs has them in another order). */
+function columns(fields: pg.FieldDef[]): Record<Column, number> {
+  const at: Record<string, number> = {};
+  fields.forEach((f, i) => (at[f.name] = i));
+  return at as Record<Column, number>;
+}
+
+function toClaimedJob(r: unknown[], at: Record<Column, number>): ClaimedJob {
   return {
-    id: String(r.id),
-    queue: r.queue,
-    task: r.task,
-    payload: r.payload,
-    priority: r.priority,
-    runAt: new Date(r.run_at_ms),
-    attempt: r.attempts,
-    maxAttempts: r.max_attempts,
-    token: String(r.lock_token),
-    jobKey: r.job_key,
-    createdAt: new Date(r.created_at_ms),
-    traceparent: r.traceparent,
-    dueMs: r.due_ms,
+    id: String(r[at.id]),
+    queue: r[at.queue] as string,
+    task: r[at.task] as string,
+    payload: r[at.payload] as Record<string, unknown>,
+    priority: r[at.priority] as number,
+    runAt: new Date(r[at.run_at_ms] as number),
+    attempt: r[at.attempts] as number,
+    maxAttempts: r[at.max_attempts] as number,
+    token: String(r[at.lock_token]),
+    jobKey: r[at.job_key] as string | null,
+    createdAt: new Date(r[at.created_at_ms] as number),
+    traceparent: r[at.traceparent] as string | null,
+    dueMs: at.due_ms === undefined ? undefined : (r[at.due_ms] as number),
   };
 }
