@@ -13,6 +13,8 @@
 // under the worker's lease and fencing, like running jobs) but not started, each handed to mergeMap
 // only when a slot frees, so mergeMap still never buffers. Fewer, larger claims; the prefetched
 // jobs are released at shutdown. Never for a queue with limits: they would count as running.
+// The next claim is asked for as soon as the jobs held ahead are down to half, not on the next
+// turn: short jobs run by the hundred in one turn, and would otherwise run out before it.
 // With `claimWindowMs`, a runner that has caught up leaves out of its claims the priority-0 jobs
 // due before that window: a claim then starts at the window's edge of the index, not at its head,
 // where a held xmin keeps the dead entry of every job claimed since it began. What such a claim
@@ -119,7 +121,7 @@ export class QueueRunner implements ClaimTarget {
 
   ask(): Ask | undefined {
     if (!this.started || this.stopped || this.heldTimer || this.drainedAt === this.wakeGeneration) return undefined;
-    const ahead = (this.opts.prefetch ?? 0) > 0 && (this.opts.mayPrefetch?.() ?? true) ? this.opts.prefetch! : 0;
+    const ahead = this.ahead;
     // a slot without a job to hand it, or the jobs held ahead down to half: one claim for both
     const short = this.free > this.prefetched.length || (ahead > 0 && this.prefetched.length <= ahead / 2);
     const want = this.free + ahead - this.prefetched.length;
@@ -152,12 +154,24 @@ export class QueueRunner implements ClaimTarget {
     this.startPrefetched();
   }
 
-  /** Hands held jobs to free slots, oldest claim first (none once stopping: they are released). */
+  /**
+   * Hands held jobs to free slots, oldest claim first (none once stopping: they are released).
+   * When that takes the jobs held ahead down to half, the next claim is asked for at once: a
+   * claim asked on the next turn, as a freed slot asks, may come after hundreds of short jobs
+   * have run in this one, and the slots would wait for it with nothing to run.
+   */
   private startPrefetched(): void {
     while (!this.stopped && this.free > 0 && this.prefetched.length) {
       this.free--;
       this.jobs$.next(this.prefetched.shift()!);
     }
+    const ahead = this.ahead;
+    if (ahead > 0 && this.prefetched.length <= ahead / 2) this.opts.claimer.request();
+  }
+
+  /** How many jobs to hold ahead of the free slots now (0: none). */
+  private get ahead(): number {
+    return (this.opts.prefetch ?? 0) > 0 && (this.opts.mayPrefetch?.() ?? true) ? this.opts.prefetch! : 0;
   }
 
   /** Takes back the jobs held ahead (shutdown): they go back to queued, their attempt not spent. */
@@ -257,18 +271,20 @@ export class QueueRunner implements ClaimTarget {
     try {
       const { written } = await this.opts.execute(running);
       running.handlerDone = true;
-      const done = written
-        .catch((err) => this.opts.log.error({ err: errorSummary(err), jobId: job.id }, 'writing the outcome failed'))
-        .finally(() => {
-          this.running.delete(job.id);
-          this.outcomesWritten++;
-          // the job no longer counts as running in the database: a concurrency limit that held
-          // claims back may allow one now
-          if (this.heldTimer && !this.heldByRate) {
-            this.endHold();
-            this.opts.claimer.requestSoon();
-          }
-        });
+      const whenWritten = () => {
+        this.running.delete(job.id);
+        this.outcomesWritten++;
+        // the job no longer counts as running in the database: a concurrency limit that held
+        // claims back may allow one now
+        if (this.heldTimer && !this.heldByRate) {
+          this.endHold();
+          this.opts.claimer.requestSoon();
+        }
+      };
+      const done = written.then(whenWritten, (err) => {
+        this.opts.log.error({ err: errorSummary(err), jobId: job.id }, 'writing the outcome failed');
+        whenWritten();
+      });
       if (this.opts.backlog() > this.opts.maxBacklog) await done;
     } catch (err) {
       this.running.delete(job.id);

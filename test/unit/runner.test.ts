@@ -43,7 +43,7 @@ function runner(
   queue: string,
   concurrency: number,
   execute: (r: RunningJob) => Promise<unknown>,
-  opts: { clock?: FakeClock; written?: () => Promise<void>; claimWindowMs?: number; jobsBeforeWindow?: () => Promise<boolean> } = {},
+  opts: { clock?: FakeClock; written?: () => Promise<void>; claimWindowMs?: number; jobsBeforeWindow?: () => Promise<boolean>; prefetch?: number } = {},
 ) {
   return new QueueRunner({
     queue,
@@ -58,6 +58,7 @@ function runner(
     heldRetryMs: 250,
     claimWindowMs: opts.claimWindowMs,
     jobsBeforeWindow: opts.jobsBeforeWindow,
+    prefetch: opts.prefetch,
     log: silentLogger(),
     clock: opts.clock,
   });
@@ -136,6 +137,36 @@ describe('queue runner and claimer', () => {
       { queue: 'a', limit: 3 },
       { queue: 'b', limit: 5 },
     ]);
+  });
+
+  it('asks for the next claim as soon as the jobs held ahead are down to half, however many jobs run before the next turn', async () => {
+    const s = store();
+    s.add('a', 1000);
+    // freed slots ask for a claim on the next turn; here that turn never comes by itself, as when
+    // hundreds of short jobs run before it does
+    let started = 0;
+    const startedAtClaim: number[] = [];
+    const claimer = new Claimer({
+      claim: (d) => {
+        startedAtClaim.push(started);
+        return s.claim(d);
+      },
+      log: silentLogger(),
+      nextTurn: () => undefined,
+    });
+    const r = runner(claimer, 'a', 10, async () => {
+      started++;
+    }, { prefetch: 100 });
+    r.start();
+    await waitFor('all jobs to run', () => started === 1000, 5000, 1);
+    const limits = s.calls.map((d) => d[0]!.limit);
+    // 110 for the slots and the jobs ahead; then each claim asked with at most 50 held ahead (a
+    // limit of 50 or more), never after they ran out (which asks for 110 again)
+    expect(limits[0]).to.equal(110);
+    expect(limits.length).to.be.greaterThan(10);
+    expect(limits.slice(1).filter((l) => l < 50 || l >= 110)).to.deep.equal([]);
+    expect(startedAtClaim[1], 'the second claim went out with 50 held and 10 in the slots').to.equal(60);
+    r.close();
   });
 
   it('does not claim a queue found empty again until something wakes it', async () => {
