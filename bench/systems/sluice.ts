@@ -1,18 +1,18 @@
-// sluice adapter: the Worker from src/worker/worker.ts with database.poolSize 4, producers through the
-// public addJob/addJobs of src/enqueue.ts. The "sluice-limited" variant is the same worker on a
-// queue with a cluster-wide concurrency limit equal to its slots: the limit never binds, so the
-// difference is what the exact limit costs (its claims go through claim_controlled_jobs). The
-// "sluice-prefetch" variant claims up to PREFETCH jobs ahead of free slots (worker.prefetch), as
+// sluice adapter: the Worker of the build in dist/ (what `sluice start` runs; npm run bench builds
+// it first) with database.poolSize 4, producers through the public addJob/addJobs. The
+// "sluice-limited" variant is the same worker on a queue with a cluster-wide concurrency limit
+// equal to its slots: the limit never binds, so the difference is what the exact limit costs (its
+// claims go through claim_controlled_jobs). The "sluice-prefetch" variant claims up to PREFETCH jobs ahead of free slots (worker.prefetch), as
 // graphile-worker's batched setting fetches up to 500 into its local queue. "sluice-delete" is the
 // prefetch variant deleting each job as it completes (worker.keepCompletedMs 0), as graphile-worker
 // deletes its jobs: the difference to sluice prefetch is what keeping the row costs.
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
-import { setQueueLimits } from '../../src/admin/queues.js';
-import { migrate } from '../../src/db/migrate.js';
-import { channelFor } from '../../src/db/sql.js';
-import { addJob, addJobs } from '../../src/enqueue.js';
-import { Worker } from '../../src/worker/worker.js';
+import { setQueueLimits } from '../../dist/admin/queues.js';
+import { migrate } from '../../dist/db/migrate.js';
+import { channelFor } from '../../dist/db/sql.js';
+import { addJob, addJobs } from '../../dist/enqueue.js';
+import { Worker } from '../../dist/worker/worker.js';
 import {
   PRODUCER_APP,
   TASK,
