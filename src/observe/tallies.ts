@@ -1,7 +1,7 @@
 // Counters and histograms for the metrics every job touches, kept as plain numbers per label set
 // and read by prom-client's registry only at scrape. prom-client hashes and validates the labels
-// on every inc and observe, even through a labelled child: on a busy worker that was a fifth of
-// the worker's CPU, more than running a no-op job. The exposition is prom-client's own.
+// on every inc and observe, even through a labelled child: on a busy worker that was about a fifth
+// of the worker's busy time. The exposition is prom-client's own.
 import type client from 'prom-client';
 
 type Labels = Record<string, string>;
