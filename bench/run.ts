@@ -92,7 +92,7 @@ interface Options {
   pressure?: PressureOptions;
   stallMs: number;
   out: string;
-  /** --cpu-prof: where each worker child writes its V8 CPU profile. */
+  /** --cpu-prof: where each child (worker or producer) writes its V8 CPU profile. */
   cpuProfDir?: string;
 }
 

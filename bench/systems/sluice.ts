@@ -2,10 +2,11 @@
 // it first) with database.poolSize 4, producers through the public addJob/addJobs. The
 // "sluice-limited" variant is the same worker on a queue with a cluster-wide concurrency limit
 // equal to its slots: the limit never binds, so the difference is what the exact limit costs (its
-// claims go through claim_controlled_jobs). The "sluice-prefetch" variant claims up to PREFETCH jobs ahead of free slots (worker.prefetch), as
-// graphile-worker's batched setting fetches up to 500 into its local queue. "sluice-delete" is the
-// prefetch variant deleting each job as it completes (worker.keepCompletedMs 0), as graphile-worker
-// deletes its jobs: the difference to sluice prefetch is what keeping the row costs.
+// claims go through claim_controlled_jobs). The "sluice-prefetch" variant claims up to PREFETCH
+// jobs ahead of free slots (worker.prefetch), as graphile-worker's batched setting fetches up to
+// 500 into its local queue. "sluice-delete" is the prefetch variant deleting each job as it
+// completes (worker.keepCompletedMs 0), as graphile-worker deletes its jobs: the difference to
+// sluice prefetch is what keeping the row costs.
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { setQueueLimits } from '../../dist/admin/queues.js';
