@@ -128,6 +128,7 @@ interface Bucket {
   pickup: number[];
   pickupAfterReturn: number[];
   producer: number[];
+  commit: number[];
   neverStarted: number;
 }
 
@@ -139,6 +140,7 @@ const emptyBucket = (): Bucket => ({
   pickup: [],
   pickupAfterReturn: [],
   producer: [],
+  commit: [],
   neverStarted: 0,
 });
 
@@ -186,6 +188,7 @@ export function summarizeLoad(
       if (!Number.isFinite(returned)) continue;
       into(buckets, at(sent), (b) => {
         b.producer.push(returned - begin);
+        b.commit.push(returned - sent);
         if (Number.isFinite(started)) {
           b.pickup.push(started - sent);
           b.pickupAfterReturn.push(started - returned);
@@ -224,6 +227,7 @@ export function summarizeLoad(
       pickupMs: spread(b.pickup),
       pickupAfterCommitReturnedMs: spread(b.pickupAfterReturn),
       producerMs: spread(b.producer),
+      commitMs: spread(b.commit),
       maxBacklog: Math.max(0, ...seconds.filter((s) => s.phase === i).map((s) => s.backlog)),
       neverStarted: b.neverStarted,
     };

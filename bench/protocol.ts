@@ -186,6 +186,11 @@ export interface LoadPhaseResult {
   pickupAfterCommitReturnedMs: Spread;
   /** BEGIN sent to COMMIT returned: the producer's cost of adding one job. */
   producerMs: Spread;
+  /**
+   * COMMIT sent to COMMIT returned: a job is visible only once its commit is (with fsync on, after
+   * its WAL flush), so pickup from COMMIT sent cannot be lower than about this.
+   */
+  commitMs: Spread;
   /** Most jobs committed but not yet started at any second's end in the phase. */
   maxBacklog: number;
   /** Jobs committed in the phase whose handler never started (within the drain after the run). */

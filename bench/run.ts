@@ -62,6 +62,8 @@ const describeSettings = (settings: ServerSettings) =>
 
 /** pg-boss keeps its jobs in a table partitioned by queue, which pg_stat_user_tables does not sum up. */
 const PRESSURE_SYSTEMS: SystemName[] = ['sluice', 'graphile'];
+/** --notify measures sluice; its pickup run also runs graphile-worker's variants in the same load, for the floor. */
+const NOTIFY_SYSTEMS: SystemName[] = ['sluice', 'graphile'];
 
 type Scenario = 'enqueue' | 'workoff' | 'latency';
 const SCENARIOS: Scenario[] = ['enqueue', 'workoff', 'latency'];
@@ -122,10 +124,11 @@ Starts a throwaway PostgreSQL and measures sluice, graphile-worker and pg-boss o
 
 These two run only their own scenario, always on a server with fsync=on, synchronous_commit=on
 and full_page_writes=on; they can be combined with each other, not with --long:
-  --notify                sluice only, --rounds rounds of: SELECT sluice.add_job('noop') throughput
+  --notify                sluice, --rounds rounds of: SELECT sluice.add_job('noop') throughput
                           with sluice's triggers enabled and disabled; pickup by an idle worker
-                          while producers add single jobs; pickup after a commit 2 s after the
-                          insert (~8 min; --quick ~1 min)
+                          while producers add single jobs (also graphile-worker's variants, in
+                          the same load, unless --only or --variants leave them out); pickup
+                          after a commit 2 s after the insert (~9 min; --quick ~2 min)
   --notify-seconds N      length of each throughput and pickup run (default 15; --quick 5)
   --notify-clients A,B    connections of the throughput runs (default 1,8,32); the pickup run
                           uses the largest number as its producers
@@ -779,7 +782,7 @@ async function main(): Promise<void> {
           `${n.delayedCommits} commits ${n.holdMs / 1000} s after their insert`,
       );
       state.notify = noNotifyRuns();
-      await runNotify(scenarioEnv, n, state.notify);
+      await runNotify(scenarioEnv, n, variants.filter((v) => v.system === 'graphile'), state.notify);
     }
     if (opts.pressure) {
       const p = opts.pressure;
@@ -859,7 +862,7 @@ interface RunState {
 function systemsFor(opts: Options): SystemName[] {
   if (opts.long) return ['sluice'];
   if (roundsMode(opts)) return opts.only;
-  return opts.only.filter((s) => (opts.notify && s === 'sluice') || (opts.pressure && PRESSURE_SYSTEMS.includes(s)));
+  return opts.only.filter((s) => (opts.notify && NOTIFY_SYSTEMS.includes(s)) || (opts.pressure && PRESSURE_SYSTEMS.includes(s)));
 }
 
 /** The run in progress, so that a failed or interrupted run still reports what it measured. */
