@@ -6,9 +6,10 @@
 // and a lock cannot outlive the LISTEN it stands for.
 // A producer that took the lock shared holds it until its transaction ends, so a runner cannot
 // start to wait before that job is committed (or rolled back): on taking the lock, the runner
-// claims once more. While producers hold it, the runner claims again after a short delay that
-// grows with how long its claims have found nothing (their jobs may be committed already: under
-// a steady load some producer holds the lock nearly all the time); while another
+// claims once more. While producers hold it, their jobs may be committed already (under a steady
+// load some producer holds the lock nearly all the time): the runner claims again at once after a
+// claim that found jobs, else after a short delay that grows with how long its claims have found
+// nothing; while another
 // worker's runner holds it, producers notify, and only the lock is tried again, rarely.
 import { errorSummary } from '../db/errors.js';
 import type { Queryable } from '../db/statement.js';
@@ -35,7 +36,7 @@ export interface WakeLocksOptions {
   clock?: Clock;
 }
 
-/** While producers hold the lock: claim again after elapsed/64 (2 s of claims that found nothing: 31 ms), 1 ms to 1 s. */
+/** While producers hold the lock and claims find nothing: claim again after elapsed/64 (2 s of nothing: 31 ms), 1 ms to 1 s. */
 const PRODUCERS_RETRY = { minMs: 1, maxMs: 1000, fraction: 1 / 64 };
 /** While another worker holds it, or the statement failed: try the lock again. */
 const WORKER_RETRY = { baseMs: 50, maxMs: 1000, jitter: 'equal' } as const;
@@ -49,7 +50,8 @@ class QueueLock {
   /** A statement about this lock is under way. */
   busy = false;
   retry: Timer | undefined;
-  producersSince = 0;
+  /** Since when producers have held it while claims found nothing; undefined until met again (after jobs found, a wake-up, the lock had). */
+  producersSince: number | undefined;
   failures = 0;
 }
 
@@ -66,7 +68,7 @@ export class WakeLocks {
   waiting(queue: string, found = false): void {
     const lock = this.lock(queue);
     lock.wanted = true;
-    if (found) lock.producersSince = 0;
+    if (found) lock.producersSince = undefined;
     this.settle(queue, lock);
   }
 
@@ -77,7 +79,7 @@ export class WakeLocks {
     lock.wanted = false;
     this.clock.clearTimeout(lock.retry);
     lock.retry = undefined;
-    lock.producersSince = 0;
+    lock.producersSince = undefined;
     this.settle(queue, lock);
   }
 
@@ -125,7 +127,7 @@ export class WakeLocks {
     if (state === 'held') {
       lock.heldBy = session.id;
       lock.failures = 0;
-      lock.producersSince = 0;
+      lock.producersSince = undefined;
       // jobs committed before the lock was had notified no one: look once more
       if (lock.wanted) this.opts.lookAgain(queue);
       else this.settle(queue, lock);
@@ -134,7 +136,13 @@ export class WakeLocks {
     if (!lock.wanted) return;
     if (state === 'producers') {
       const now = this.clock.now();
-      lock.producersSince ||= now;
+      // the claim before found jobs, or these producers are the first met since the runner was
+      // woken: more of their jobs may be committed already, and a timer would only make them wait
+      if (lock.producersSince === undefined) {
+        lock.producersSince = now;
+        this.opts.lookAgain(queue);
+        return;
+      }
       const { minMs, maxMs, fraction } = PRODUCERS_RETRY;
       this.later(lock, Math.min(maxMs, Math.max(minMs, (now - lock.producersSince) * fraction)), () => this.opts.lookAgain(queue));
     } else {

@@ -52,17 +52,22 @@ describe('wake locks', () => {
     expect(h.locks.holds('q')).to.equal(false);
   });
 
-  it('while producers hold it: claims again after a delay that grows with how long they have held it, then takes it', async () => {
+  it('while producers hold it: claims again at once, then after a delay that grows with how long its claims found nothing, then takes it', async () => {
     const h = harness();
-    h.answers.push('producers', 'producers', 'producers', 'held');
+    h.answers.push('producers', 'producers', 'producers', 'producers', 'held');
     h.locks.waiting('q');
     await turn();
     await turn();
-    expect(h.calls).to.deep.equal(['take q @1']);
-    expect(h.clock.delays.at(-1)).to.equal(1);
+    expect(h.calls, 'the first producers met: their jobs may be committed already').to.deep.equal(['take q @1', 'look q']);
+    expect(h.clock.delays).to.deep.equal([]);
+    // that claim came back empty
+    h.locks.waiting('q');
+    await turn();
+    await turn();
+    expect(h.clock.delays.at(-1), 'the shortest delay').to.equal(1);
     h.clock.advance(1);
     expect(h.calls.at(-1)).to.equal('look q');
-    // the claim came back short again, 6.4 s after the producers were first met
+    // empty again, 6.4 s after the producers were first met
     h.clock.advance(6399);
     h.locks.waiting('q');
     await turn();
@@ -78,14 +83,17 @@ describe('wake locks', () => {
     h.locks.waiting('q');
     await turn();
     await turn();
-    expect(h.calls.filter((c) => c.startsWith('take'))).to.have.length(4);
+    expect(h.calls.filter((c) => c.startsWith('take'))).to.have.length(5);
     expect(h.calls.at(-1), 'taken at last: one more claim').to.equal('look q');
     expect(h.locks.holds('q')).to.equal(true);
   });
 
-  it('while producers hold it and its claims keep finding jobs: claims again at the shortest delay', async () => {
+  it('while producers hold it and its claims keep finding jobs: claims again at once, with no timer', async () => {
     const h = harness();
-    h.answers.push('producers', 'producers', 'producers');
+    h.answers.push('producers', 'producers', 'producers', 'producers');
+    h.locks.waiting('q');
+    await turn();
+    await turn();
     h.locks.waiting('q');
     await turn();
     await turn();
@@ -95,10 +103,12 @@ describe('wake locks', () => {
     await turn();
     expect(h.clock.delays.at(-1), 'found nothing for 6.4 s').to.equal(100);
     h.clock.advance(100);
+    const looks = h.calls.filter((c) => c === 'look q').length;
     h.locks.waiting('q', true);
     await turn();
     await turn();
-    expect(h.clock.delays.at(-1), 'the claim found jobs').to.equal(1);
+    expect(h.calls.filter((c) => c === 'look q').length, 'the claim found jobs: the next one at once').to.equal(looks + 1);
+    expect(h.clock.delays, 'no new timer').to.have.length(2);
   });
 
   it('while another worker holds it: tries the lock again, rarely, without claiming (producers notify meanwhile)', async () => {
@@ -133,13 +143,18 @@ describe('wake locks', () => {
 
   it('woken while waiting out producers: the pending claim is dropped', async () => {
     const h = harness();
-    h.answers.push('producers');
+    h.answers.push('producers', 'producers');
     h.locks.waiting('q');
     await turn();
     await turn();
+    // the claim at once came back empty: the next one waits for a timer
+    h.locks.waiting('q');
+    await turn();
+    await turn();
+    expect(h.clock.pending).to.equal(1);
     h.locks.looking('q');
     h.clock.advance(1000);
-    expect(h.calls).to.deep.equal(['take q @1']);
+    expect(h.calls).to.deep.equal(['take q @1', 'look q', 'take q @1']);
     expect(h.clock.pending).to.equal(0);
   });
 
