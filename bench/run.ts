@@ -128,7 +128,7 @@ and full_page_writes=on; they can be combined with each other, not with --long:
                           with sluice's triggers enabled and disabled; pickup by an idle worker
                           while producers add single jobs (also graphile-worker's variants, in
                           the same load, unless --only or --variants leave them out); pickup
-                          after a commit 2 s after the insert (~9 min; --quick ~2 min)
+                          after a commit 2 s after the insert (~14 min; --quick ~2 min)
   --notify-seconds N      length of each throughput and pickup run (default 15; --quick 5)
   --notify-clients A,B    connections of the throughput runs (default 1,8,32); the pickup run
                           uses the largest number as its producers

@@ -9,8 +9,8 @@
 // claims once more. While producers hold it, their jobs may be committed already (under a steady
 // load some producer holds the lock nearly all the time): the runner claims again at once after a
 // claim that found jobs, else after a short delay that grows with how long its claims have found
-// nothing; while another
-// worker's runner holds it, producers notify, and only the lock is tried again, rarely.
+// nothing. While another worker's runner holds it, producers notify, and only the lock is tried
+// again, rarely.
 import { errorSummary } from '../db/errors.js';
 import type { Queryable } from '../db/statement.js';
 import type { Logger } from '../observe/logger.js';
