@@ -21,6 +21,8 @@ export type Written =
 
 const FENCED: Written = { applied: false, reason: 'fenced' };
 const SHUTDOWN: Written = { applied: false, reason: 'shutdown' };
+const COMPLETED: Written = { applied: true, status: 'completed' };
+const REQUEUED: Written = { applied: true, status: 'queued' };
 
 interface Pending {
   job: ClaimedJob;
@@ -134,14 +136,14 @@ export class Completer {
       return { completed, failed, snoozed };
     });
     const refused = new Set((completed?.rows ?? []).map((r) => String(r.refused)));
-    for (const p of completes) p.resolve(refused.has(p.job.id) ? FENCED : { applied: true, status: 'completed' });
+    for (const p of completes) p.resolve(refused.has(p.job.id) ? FENCED : COMPLETED);
     const statusById = new Map((failed?.rows ?? []).map((r) => [String(r.id), r.status]));
     for (const p of fails) {
       const status = statusById.get(p.job.id);
       p.resolve(status ? { applied: true, status } : FENCED);
     }
     const snoozedIds = new Set((snoozed?.rows ?? []).map((r) => String(r.id)));
-    for (const p of snoozes) p.resolve(snoozedIds.has(p.job.id) ? { applied: true, status: 'queued' } : FENCED);
+    for (const p of snoozes) p.resolve(snoozedIds.has(p.job.id) ? REQUEUED : FENCED);
   }
 }
 

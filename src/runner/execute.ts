@@ -11,7 +11,6 @@ import { activeTracer, runInSpan, startRunSpan, traceOutcome } from '../observe/
 import { isSnooze } from '../snooze.js';
 import type { JobContext, JobDb, JobInfo, TaskDefinition } from '../tasks.js';
 import { TIMED_OUT, withTimeout } from '../util/time.js';
-import type { ClaimedJob } from './claim.js';
 import { completeInTransaction, type Completer } from './completer.js';
 import { describeError, retryDelayMs, type RetryPolicy } from './retry-policy.js';
 import type { RunningJob } from './running-job.js';
@@ -32,17 +31,6 @@ export interface ExecuteDeps {
   events: Events;
 }
 
-/** A job's logger, made on first use: a child logger costs more than a no-op job. */
-class JobLog {
-  private child: Logger | undefined;
-  constructor(private readonly base: Logger, private readonly job: ClaimedJob) {}
-
-  get logger(): Logger {
-    this.child ??= this.base.child({ jobId: this.job.id, task: this.job.task, queue: this.job.queue, attempt: this.job.attempt });
-    return this.child;
-  }
-}
-
 type Outcome =
   | { kind: 'completed'; resultJson: string | undefined }
   | { kind: 'completed-in-transaction' }
@@ -52,6 +40,7 @@ type Outcome =
   | { kind: 'abandoned' };
 
 const ABANDONED: Outcome = { kind: 'abandoned' };
+const COMPLETED_NO_RESULT: Outcome = { kind: 'completed', resultJson: undefined };
 
 /** The `ctx.db` of every handler of a worker: the worker's own bounded pool. */
 export function jobDb(pool: pg.Pool): JobDb {
@@ -62,14 +51,17 @@ export function jobDb(pool: pg.Pool): JobDb {
   };
 }
 
-/** The ctx a handler receives. Its parts are made on first use: most handlers touch few of them. */
+/**
+ * The ctx a handler receives. Its parts are made on first use: most handlers touch few of them,
+ * and a child logger alone costs more than a no-op job.
+ */
 class HandlerContext implements JobContext {
   completedInTransaction = false;
   private info: JobInfo | undefined;
+  private logger: Logger | undefined;
 
   constructor(
     private readonly running: RunningJob,
-    private readonly jobLog: JobLog,
     private readonly deps: ExecuteDeps,
   ) {}
 
@@ -94,7 +86,9 @@ class HandlerContext implements JobContext {
   }
 
   get log(): Logger {
-    return this.jobLog.logger;
+    const { job } = this.running;
+    this.logger ??= this.deps.log.child({ jobId: job.id, task: job.task, queue: job.queue, attempt: job.attempt });
+    return this.logger;
   }
 
   get db(): JobDb {
@@ -131,7 +125,7 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
   const started = performance.now();
   deps.events.emit({ type: 'job.started', job, lagMs: Date.now() - job.runAt.getTime() });
 
-  const ctx = new HandlerContext(running, new JobLog(deps.log, job), deps);
+  const ctx = new HandlerContext(running, deps);
   const tracer = activeTracer();
   const span = tracer && startRunSpan(tracer, job);
   let handlerDone: Promise<unknown>;
@@ -153,6 +147,7 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
         clearTimeout(timer);
         if (ctx.completedInTransaction) return settle({ kind: 'completed-in-transaction' });
         if (isSnooze(result)) return settle({ kind: 'snoozed', delayMs: result.ms });
+        if (result === undefined) return settle(COMPLETED_NO_RESULT);
         try {
           settle({ kind: 'completed', resultJson: serializeResult(result) });
         } catch (err) {
@@ -169,6 +164,8 @@ export async function executeJob(running: RunningJob, deps: ExecuteDeps): Promis
       },
     );
   });
+  // settled: what the listener holds (this call's ctx and closures) need not live while the outcome is written
+  running.offAborted();
 
   const seconds = (performance.now() - started) / 1000;
   const written = span ? traceOutcome(tracer, span, outcome, () => writeOutcome(running, outcome, deps, seconds)) : writeOutcome(running, outcome, deps, seconds);

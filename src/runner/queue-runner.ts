@@ -77,6 +77,8 @@ export class QueueRunner implements ClaimTarget {
   private started = false;
   private stopped = false;
   private idleWaiters: (() => void)[] = [];
+  /** A hand-over of held jobs to freed slots is due on the next turn. */
+  private startScheduled = false;
   /** Set while a queue limit holds claims back: the retry that will ask again. */
   private heldTimer: Timer | undefined;
   /** Held by a rate limit: a job ending here frees nothing, only time does. */
@@ -167,6 +169,20 @@ export class QueueRunner implements ClaimTarget {
     }
     const ahead = this.ahead;
     if (ahead > 0 && this.prefetched.length <= ahead / 2) this.opts.claimer.request();
+  }
+
+  /**
+   * On the next turn, once for all the slots that free in this one: handed over now, a job would
+   * wait in mergeMap for the end of the slot that frees.
+   */
+  private startPrefetchedSoon(): void {
+    if (this.startScheduled) return;
+    this.startScheduled = true;
+    setImmediate(() => {
+      this.startScheduled = false;
+      this.startPrefetched();
+      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+    });
   }
 
   /** How many jobs to hold ahead of the free slots now (0: none). */
@@ -292,13 +308,8 @@ export class QueueRunner implements ClaimTarget {
     } finally {
       this.active--;
       this.free++;
-      if (this.prefetched.length) {
-        // on the next turn: handed over now, the job would wait in mergeMap for this slot's end
-        setImmediate(() => {
-          this.startPrefetched();
-          if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-        });
-      } else if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+      if (this.prefetched.length) this.startPrefetchedSoon();
+      else if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
       if (this.drainedAt !== this.wakeGeneration) this.opts.claimer.requestSoon();
     }
   }

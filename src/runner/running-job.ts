@@ -34,4 +34,8 @@ export class RunningJob {
     this.onAbort = fn;
     if (this.abortedBy) fn(this.abortedBy);
   }
+
+  offAborted(): void {
+    this.onAbort = undefined;
+  }
 }
