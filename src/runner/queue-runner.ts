@@ -15,6 +15,9 @@
 // jobs are released at shutdown. Never for a queue with limits: they would count as running.
 // The next claim is asked for as soon as the jobs held ahead are down to half, not on the next
 // turn: short jobs run by the hundred in one turn, and would otherwise run out before it.
+// A claim from a queue last found short (at start, after it ran dry) takes only the free slots:
+// the first jobs of a burst then wait for a claim of their size, not one of hundreds of rows, and
+// the jobs ahead come with the next claim.
 // With `claimWindowMs`, a runner that has caught up leaves out of its claims the priority-0 jobs
 // due before that window: a claim then starts at the window's edge of the index, not at its head,
 // where a held xmin keeps the dead entry of every job claimed since it began. What such a claim
@@ -74,6 +77,8 @@ export class QueueRunner implements ClaimTarget {
   private wakeGeneration = 0;
   /** The wake generation at which a claim last came back short: the queue was empty then. */
   private drainedAt = -1;
+  /** The last claim brought all it asked for: the queue may hold more (until then, claims ask for the free slots alone). */
+  private lastClaimFull = false;
   private started = false;
   private stopped = false;
   private idleWaiters: (() => void)[] = [];
@@ -126,7 +131,10 @@ export class QueueRunner implements ClaimTarget {
     const ahead = this.ahead;
     // a slot without a job to hand it, or the jobs held ahead down to half: one claim for both
     const short = this.free > this.prefetched.length || (ahead > 0 && this.prefetched.length <= ahead / 2);
-    const want = this.free + ahead - this.prefetched.length;
+    // coming from an empty queue, nothing held: the free slots alone first, so that the first jobs
+    // wait for a claim of their size and not of the jobs ahead; those follow once they are handed over
+    const cold = !this.lastClaimFull && this.prefetched.length === 0;
+    const want = cold ? this.free : this.free + ahead - this.prefetched.length;
     if (!short || want <= 0) return undefined;
     this.outcomesWrittenAtAsk = this.outcomesWritten;
     const windowMs = this.opts.claimWindowMs ?? 0;
@@ -148,6 +156,7 @@ export class QueueRunner implements ClaimTarget {
     if (heldBack && heldBack.retryMs === null && this.outcomesWritten !== this.outcomesWrittenAtAsk) this.opts.claimer.requestSoon();
     else if (heldBack) this.holdBack(heldBack.retryMs);
     else if (jobs.length < ask.want) this.drainedAt = ask.generation;
+    if (!heldBack) this.lastClaimFull = jobs.length >= ask.want;
     // waiting for a wake-up only when nothing woke it during the claim (else it claims again)
     if (!heldBack && jobs.length < ask.want) {
       if (ask.generation === this.wakeGeneration) this.opts.wakeLock?.waiting(jobs.length > 0);

@@ -142,17 +142,21 @@ describe('queue runner and claimer', () => {
   it('asks for the next claim as soon as the jobs held ahead are down to half, however many jobs run before the next turn', async () => {
     const s = store();
     s.add('a', 1000);
-    // freed slots ask for a claim on the next turn; here that turn never comes by itself, as when
-    // hundreds of short jobs run before it does
+    // freed slots ask for a claim on the next turn; here that turn comes only once (for the claim
+    // that follows the first, taken from a queue not yet known to be busy), and never again by
+    // itself, as when hundreds of short jobs run before it does
     let started = 0;
     const startedAtClaim: number[] = [];
+    let turns = 0;
     const claimer = new Claimer({
       claim: (d) => {
         startedAtClaim.push(started);
         return s.claim(d);
       },
       log: silentLogger(),
-      nextTurn: () => undefined,
+      nextTurn: (fn) => {
+        if (turns++ === 0) setImmediate(fn);
+      },
     });
     const r = runner(claimer, 'a', 10, async () => {
       started++;
@@ -160,12 +164,33 @@ describe('queue runner and claimer', () => {
     r.start();
     await waitFor('all jobs to run', () => started === 1000, 5000, 1);
     const limits = s.calls.map((d) => d[0]!.limit);
-    // 110 for the slots and the jobs ahead; then each claim asked with at most 50 held ahead (a
-    // limit of 50 or more), never after they ran out (which asks for 110 again)
-    expect(limits[0]).to.equal(110);
+    // 10 for the slots alone, then 110 for the slots and the jobs ahead; then each claim asked with
+    // at most 50 held ahead (a limit of 50 or more), never after they ran out (which asks for 110 again)
+    expect(limits.slice(0, 2)).to.deep.equal([10, 110]);
     expect(limits.length).to.be.greaterThan(10);
-    expect(limits.slice(1).filter((l) => l < 50 || l >= 110)).to.deep.equal([]);
-    expect(startedAtClaim[1], 'the second claim went out with 50 held and 10 in the slots').to.equal(60);
+    expect(limits.slice(2).filter((l) => l < 50 || l >= 110)).to.deep.equal([]);
+    expect(startedAtClaim[2], 'the third claim went out with 50 held, 10 in the slots and the first claim\'s 10 run').to.equal(70);
+    r.close();
+  });
+
+  it('with prefetch, a claim from a queue found empty asks for the free slots alone, and the jobs ahead follow', async () => {
+    const s = store();
+    const claimer = new Claimer({ claim: (d) => s.claim(d), log: silentLogger() });
+    let started = 0;
+    const release: (() => void)[] = [];
+    const r = runner(claimer, 'a', 4, async () => {
+      started++;
+      await new Promise<void>((res) => release.push(res));
+    }, { prefetch: 20 });
+    r.start();
+    await waitFor('the first claim to find the queue empty', () => s.calls.length === 1, 5000, 1);
+    for (let i = 0; i < 5; i++) await turn();
+    s.add('a', 100);
+    r.wake();
+    await waitFor('the slots to fill and 20 to be held', () => started === 4 && r.prefetched.length === 20, 5000, 1);
+    // the first jobs waited for a claim of 4, not of 24; the jobs ahead came in the next one
+    expect(s.calls.map((d) => d[0]!.limit)).to.deep.equal([4, 4, 20]);
+    for (const f of release.splice(0)) f();
     r.close();
   });
 
